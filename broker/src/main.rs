@@ -1,0 +1,32 @@
+//! `strait-broker`: parses the configuration, sets up logging and runs the broker until
+//! SIGINT or SIGTERM.
+
+use anyhow::Context;
+use clap::Parser;
+use strait_broker::config::{BrokerArgs, BrokerConfig};
+
+fn main() -> anyhow::Result<()> {
+    let args = BrokerArgs::parse();
+    let config = match BrokerConfig::load(args) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("strait-broker: {err}");
+            std::process::exit(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRAIT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strait-broker")
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(strait_broker::server::run(config))?;
+    Ok(())
+}

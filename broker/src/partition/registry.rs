@@ -1,0 +1,263 @@
+//! The partition replicas this broker hosts. A reconciler follows the metadata image:
+//! it starts a Raft group for every partition that lists this broker as a replica and
+//! stops (and deletes) the groups of deleted topics.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{BasicNode, Raft};
+use tokio::sync::watch;
+
+use super::replica::{Limits, PartitionReplica};
+use super::state_machine::PartitionStateMachine;
+use crate::controller::state::{ClusterState, PartitionRecord};
+use crate::error::{BrokerError, LeaderHint};
+use crate::metadata::{ClusterImage, MetadataCache};
+use crate::raft::{GroupNetworkFactory, PeerPool, partition_config};
+use crate::storage::{RaftLogStore, Store};
+
+/// How long a non-preferred replica waits for the preferred one to form the group before
+/// it initializes the group itself (with the same membership, which is safe).
+const FALLBACK_INIT_DELAY: Duration = Duration::from_secs(4);
+
+pub struct PartitionRegistry {
+    broker_id: u64,
+    store: Store,
+    peers: PeerPool,
+    cache: MetadataCache,
+    limits: Limits,
+    groups: RwLock<HashMap<u64, Arc<PartitionReplica>>>,
+}
+
+impl PartitionRegistry {
+    pub fn new(
+        broker_id: u64,
+        store: Store,
+        peers: PeerPool,
+        cache: MetadataCache,
+        limits: Limits,
+    ) -> Self {
+        PartitionRegistry {
+            broker_id,
+            store,
+            peers,
+            cache,
+            limits,
+            groups: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub fn by_group(&self, group: u64) -> Option<Arc<PartitionReplica>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    fn all(&self) -> Vec<Arc<PartitionReplica>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The local replica of `topic`/`partition`, or the error a client should see.
+    pub fn get(&self, topic: &str, partition: u32) -> Result<Arc<PartitionReplica>, BrokerError> {
+        let image = self.cache.image();
+        let record = lookup(&image.state, topic, partition)?;
+        if let Some(replica) = self.by_group(record.group_id) {
+            return Ok(replica);
+        }
+        Err(BrokerError::NotLeader {
+            topic: topic.to_string(),
+            partition,
+            leader: record.leader.map(|id| LeaderHint {
+                id,
+                addr: self.cache.broker_addr(id),
+            }),
+        })
+    }
+
+    /// `(group, term, isr)` for every group this broker leads.
+    pub fn leader_reports(&self) -> Vec<(u64, u64, Vec<u64>)> {
+        self.all()
+            .iter()
+            .filter_map(|r| r.leader_report().map(|(term, isr)| (r.group_id, term, isr)))
+            .collect()
+    }
+
+    /// Follows the metadata image until `shutdown` fires, then stops every group.
+    pub async fn run_reconciler(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let mut images = self.cache.subscribe();
+        loop {
+            let image = images.borrow_and_update().clone();
+            self.reconcile(&image).await;
+            tokio::select! {
+                changed = images.changed() => if changed.is_err() { break },
+                _ = shutdown.wait_for(|stop| *stop) => break,
+            }
+        }
+        for replica in self.all() {
+            if let Err(err) = replica.raft().shutdown().await {
+                tracing::warn!(group = replica.group_id, %err, "partition group did not stop cleanly");
+            }
+        }
+    }
+
+    async fn reconcile(&self, image: &ClusterImage) {
+        let mut wanted = HashMap::new();
+        for topic in image.state.topics.values() {
+            for (i, p) in topic.partitions.iter().enumerate() {
+                if p.replicas.contains(&self.broker_id) {
+                    wanted.insert(p.group_id, (topic.name.clone(), i as u32, p.clone()));
+                }
+            }
+        }
+        let running: Vec<u64> = self
+            .groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for group in running.iter().filter(|g| !wanted.contains_key(g)) {
+            self.remove(*group).await;
+        }
+        for (group, (topic, partition, record)) in wanted {
+            if running.contains(&group) {
+                continue;
+            }
+            if let Err(err) = self
+                .start(&image.state, topic.clone(), partition, &record)
+                .await
+            {
+                tracing::error!(%topic, partition, group, %err, "cannot start partition replica");
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        state: &ClusterState,
+        topic: String,
+        partition: u32,
+        record: &PartitionRecord,
+    ) -> Result<(), BrokerError> {
+        let group = record.group_id;
+        let log = RaftLogStore::new(self.store.clone(), group);
+        let (sm, index) = PartitionStateMachine::new();
+        let network = GroupNetworkFactory::new(group, self.peers.clone());
+        let raft = Raft::new(self.broker_id, partition_config(), network, log.clone(), sm)
+            .await
+            .map_err(|e| BrokerError::Internal(format!("starting group {group}: {e}")))?;
+        let members: BTreeMap<u64, BasicNode> = record
+            .replicas
+            .iter()
+            .map(|id| {
+                let addr = state
+                    .brokers
+                    .get(id)
+                    .map(|b| b.addr.clone())
+                    .unwrap_or_default();
+                (*id, BasicNode { addr })
+            })
+            .collect();
+        let preferred = record.replicas.first() == Some(&self.broker_id);
+        tokio::spawn(initialize_group(raft.clone(), members, preferred));
+        tracing::info!(%topic, partition, group, "started partition replica");
+        let replica = PartitionReplica {
+            topic,
+            partition,
+            group_id: group,
+            raft,
+            index,
+            log,
+            cache: self.cache.clone(),
+            limits: self.limits,
+        };
+        self.groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(group, Arc::new(replica));
+        Ok(())
+    }
+
+    async fn remove(&self, group: u64) {
+        let replica = self
+            .groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group);
+        if let Some(replica) = replica {
+            if let Err(err) = replica.raft().shutdown().await {
+                tracing::warn!(group, %err, "partition group did not stop cleanly");
+            }
+            if let Err(err) = self.store.delete_group_and_sync(group).await {
+                tracing::error!(group, %err, "cannot delete the data of a deleted partition");
+            }
+            tracing::info!(topic = %replica.topic, partition = replica.partition, group, "removed partition replica");
+        }
+    }
+}
+
+/// Forms a new group: the preferred leader initializes it at once, the other replicas
+/// only if no leader showed up in time. Every replica uses the same membership, so
+/// several initializations cannot disagree.
+async fn initialize_group(
+    raft: super::types::PartitionRaft,
+    members: BTreeMap<u64, BasicNode>,
+    preferred: bool,
+) {
+    if raft.is_initialized().await.unwrap_or(true) {
+        return;
+    }
+    if !preferred {
+        let mut metrics = raft.metrics();
+        let appeared = tokio::time::timeout(FALLBACK_INIT_DELAY, async {
+            loop {
+                let m = metrics.borrow_watched().clone();
+                if m.current_leader.is_some() || m.last_log_index.is_some() {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        if appeared.is_ok() {
+            return;
+        }
+        if raft.is_initialized().await.unwrap_or(true) {
+            return;
+        }
+    }
+    match raft.initialize(members).await {
+        Ok(()) => {}
+        Err(err) => tracing::debug!(%err, "group already initialized"),
+    }
+}
+
+/// Finds a partition in the image, or the client error for a missing one.
+pub(crate) fn lookup<'a>(
+    state: &'a ClusterState,
+    topic: &str,
+    partition: u32,
+) -> Result<&'a PartitionRecord, BrokerError> {
+    let record = state
+        .topics
+        .get(topic)
+        .ok_or_else(|| BrokerError::UnknownTopic(topic.to_string()))?;
+    record
+        .partitions
+        .get(partition as usize)
+        .ok_or_else(|| BrokerError::UnknownPartition {
+            topic: topic.to_string(),
+            partition,
+        })
+}

@@ -1,0 +1,246 @@
+//! One local replica of a partition: its Raft group, produce (leader only, answered
+//! after a majority has the batch on disk and it is applied) and fetch (committed
+//! records only, with long-polling).
+
+use std::time::Duration;
+
+use openraft::ServerState;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+
+use super::state_machine::IndexHandle;
+use super::types::{
+    PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply, StoredRecord,
+};
+use crate::error::{BrokerError, LeaderHint};
+use crate::metadata::MetadataCache;
+use crate::storage::RaftLogStore;
+
+/// Size limits applied to produce and fetch.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_record_bytes: usize,
+    pub max_request_bytes: usize,
+    pub produce_timeout: Duration,
+}
+
+/// Largest fetch response a broker builds, whatever the client asks.
+const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
+/// Longest long-poll a broker honours.
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// A follower this many entries behind the leader's log is out of the in-sync set.
+const ISR_MAX_LAG_ENTRIES: u64 = 1000;
+
+/// Records read from the log, starting at the requested offset.
+#[derive(Debug, Default)]
+pub struct FetchedBatch {
+    pub records: Vec<(u64, StoredRecord)>,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+pub struct PartitionReplica {
+    pub topic: String,
+    pub partition: u32,
+    pub group_id: u64,
+    pub(super) raft: PartitionRaft,
+    pub(super) index: IndexHandle,
+    pub(super) log: RaftLogStore<PartitionRaftConfig>,
+    pub(super) cache: MetadataCache,
+    pub(super) limits: Limits,
+}
+
+impl PartitionReplica {
+    pub fn raft(&self) -> &PartitionRaft {
+        &self.raft
+    }
+
+    fn not_leader(&self, leader: Option<u64>) -> BrokerError {
+        BrokerError::NotLeader {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            leader: leader.map(|id| LeaderHint {
+                id,
+                addr: self.cache.broker_addr(id),
+            }),
+        }
+    }
+
+    fn ensure_leader(&self) -> Result<(), BrokerError> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        if metrics.state == ServerState::Leader {
+            Ok(())
+        } else {
+            Err(self.not_leader(metrics.current_leader))
+        }
+    }
+
+    /// Appends `records` through Raft; returns the base offset once a majority has them
+    /// durably and they are committed.
+    pub async fn produce(
+        &self,
+        records: Vec<StoredRecord>,
+        timeout: Option<Duration>,
+    ) -> Result<u64, BrokerError> {
+        if records.is_empty() {
+            return Err(BrokerError::InvalidRequest(
+                "a produce request needs at least one record".into(),
+            ));
+        }
+        let mut total = 0usize;
+        for record in &records {
+            let size = record.size();
+            if size > self.limits.max_record_bytes {
+                return Err(BrokerError::RecordTooLarge(format!(
+                    "record of {size} bytes exceeds max-record-bytes {}",
+                    self.limits.max_record_bytes
+                )));
+            }
+            total += size;
+        }
+        if total > self.limits.max_request_bytes {
+            return Err(BrokerError::RecordTooLarge(format!(
+                "produce request of {total} bytes exceeds max-request-bytes {}",
+                self.limits.max_request_bytes
+            )));
+        }
+        self.ensure_leader()?;
+        let timeout = timeout.unwrap_or(self.limits.produce_timeout);
+        let write = self.raft.client_write(PartitionCommand::Append { records });
+        match tokio::time::timeout(timeout, write).await {
+            Err(_) => Err(BrokerError::Timeout(format!(
+                "no majority acknowledged within {} ms; the records may or may not be written",
+                timeout.as_millis()
+            ))),
+            Ok(Ok(response)) => match response.data {
+                PartitionReply::Appended { base_offset } => Ok(base_offset),
+                PartitionReply::Nothing => Err(BrokerError::Internal(
+                    "append applied without an offset".into(),
+                )),
+            },
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                Err(self.not_leader(forward.leader_id))
+            }
+            Ok(Err(RaftError::APIError(other))) => Err(BrokerError::Unavailable(format!(
+                "leadership changed while writing; outcome unknown: {other}"
+            ))),
+            Ok(Err(RaftError::Fatal(fatal))) => Err(BrokerError::Unavailable(format!(
+                "partition replica stopped: {fatal}"
+            ))),
+        }
+    }
+
+    /// The log start offset and the high watermark.
+    pub fn offsets(&self) -> Result<(u64, u64), BrokerError> {
+        self.ensure_leader()?;
+        Ok((0, self.index.high_watermark()))
+    }
+
+    /// Reads committed records from `offset`, up to about `max_bytes`, waiting up to
+    /// `max_wait` when there is nothing at `offset` yet.
+    pub async fn fetch(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<FetchedBatch, BrokerError> {
+        self.ensure_leader()?;
+        let max_bytes = max_bytes.clamp(1, MAX_FETCH_BYTES);
+        let mut high_watermark = self.index.high_watermark();
+        if offset > high_watermark {
+            // A newly elected leader may not have applied everything committed yet: make
+            // sure the high watermark is current before calling the offset out of range.
+            let _ = self
+                .raft
+                .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+                .await;
+            high_watermark = self.index.high_watermark();
+            if offset > high_watermark {
+                return Err(BrokerError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: 0,
+                    high_watermark,
+                });
+            }
+        }
+        if offset == high_watermark && !max_wait.is_zero() {
+            let mut watch = self.index.watch();
+            let wait = watch.wait_for(|hw| *hw > offset);
+            // Timing out is a normal, empty long-poll answer.
+            let _ = tokio::time::timeout(max_wait.min(MAX_FETCH_WAIT), wait).await;
+        }
+        self.read_committed(offset, max_bytes)
+    }
+
+    fn read_committed(&self, offset: u64, max_bytes: usize) -> Result<FetchedBatch, BrokerError> {
+        let high_watermark = self.index.high_watermark();
+        let mut batch = FetchedBatch {
+            records: Vec::new(),
+            high_watermark,
+            log_start_offset: 0,
+        };
+        let mut bytes = 0usize;
+        let mut next = offset;
+        while next < high_watermark && bytes < max_bytes {
+            let batches = self.index.read(|index| index.batches_from(next, 32));
+            if batches.is_empty() {
+                break;
+            }
+            for (base, log_index, count) in batches {
+                let entries = self.log.read_range(log_index, log_index + 1)?;
+                let Some(entry) = entries.into_iter().next() else {
+                    return Err(BrokerError::Internal(format!(
+                        "log entry {log_index} of {}/{} is missing",
+                        self.topic, self.partition
+                    )));
+                };
+                let openraft::EntryPayload::Normal(PartitionCommand::Append { records }) =
+                    entry.payload
+                else {
+                    return Err(BrokerError::Internal(format!(
+                        "log entry {log_index} is not a record batch"
+                    )));
+                };
+                debug_assert_eq!(records.len() as u32, count);
+                for (i, record) in records.into_iter().enumerate() {
+                    let record_offset = base + i as u64;
+                    if record_offset < next || record_offset >= high_watermark {
+                        continue;
+                    }
+                    if bytes > 0 && bytes + record.size() > max_bytes {
+                        return Ok(batch);
+                    }
+                    bytes += record.size();
+                    batch.records.push((record_offset, record));
+                    next = record_offset + 1;
+                }
+                if bytes >= max_bytes {
+                    break;
+                }
+            }
+        }
+        Ok(batch)
+    }
+
+    /// `(term, in-sync replicas)` when this replica leads its group.
+    pub fn leader_report(&self) -> Option<(u64, Vec<u64>)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        if metrics.state != ServerState::Leader {
+            return None;
+        }
+        let last = metrics.last_log_index.unwrap_or(0);
+        let mut isr = vec![metrics.id];
+        if let Some(replication) = &metrics.replication {
+            for (id, matched) in replication {
+                let caught_up = matched
+                    .as_ref()
+                    .is_some_and(|m| last.saturating_sub(m.index()) <= ISR_MAX_LAG_ENTRIES);
+                if *id != metrics.id && caught_up {
+                    isr.push(*id);
+                }
+            }
+        }
+        isr.sort_unstable();
+        Some((metrics.current_term, isr))
+    }
+}

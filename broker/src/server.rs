@@ -1,0 +1,259 @@
+//! Wires a broker together and runs it until SIGINT/SIGTERM: storage, the controller
+//! group (on seed brokers), the partition registry, background loops and the gRPC server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::Raft;
+use openraft::async_runtime::watch::WatchReceiver;
+use strait_proto::internal::controller_server::ControllerServer;
+use strait_proto::internal::raft_transport_server::RaftTransportServer;
+use strait_proto::v1::admin_server::AdminServer;
+use strait_proto::v1::strait_server::StraitServer;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::BrokerConfig;
+use crate::controller::bootstrap::form_controller_group;
+use crate::controller::heartbeat::{Announcement, run_heartbeats};
+use crate::controller::liveness::{Liveness, run_fencer};
+use crate::controller::state_machine::ControllerStateMachine;
+use crate::controller::{Controller, ControllerRaft};
+use crate::metadata::MetadataCache;
+use crate::partition::{Limits, PartitionRegistry};
+use crate::raft::{GroupNetworkFactory, PeerPool, controller_config};
+use crate::service::admin_api::AdminApi;
+use crate::service::client_api::ClientApi;
+use crate::service::controller_api::ControllerApi;
+use crate::service::raft_transport::RaftTransportApi;
+use crate::storage::{RaftLogStore, Store, StoreError};
+
+/// Why a broker could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("opening storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("loading controller state: {0}")]
+    ControllerState(std::io::Error),
+    #[error("starting the controller group: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// How often a broker heartbeats the controller.
+const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1000);
+/// Largest message the client-facing services decode (a produce request plus framing).
+const CLIENT_MESSAGE_SLACK: usize = 1024 * 1024;
+
+pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: config.listen.to_string(),
+            source,
+        })?;
+    let store = Store::open(&config.data_dir.join("rocksdb"))?;
+    let cache = MetadataCache::default();
+    let peers = PeerPool::default();
+    let (shutdown_tx, shutdown) = watch::channel(false);
+
+    let voter = config.is_controller_voter();
+    let controller_raft = if voter {
+        Some(start_controller_group(&config, &store, &cache, &peers).await?)
+    } else {
+        None
+    };
+    let controller = Controller::new(
+        config.id,
+        controller_raft.clone(),
+        cache.clone(),
+        peers.clone(),
+        config.seeds.clone(),
+    );
+    let limits = Limits {
+        max_record_bytes: config.max_record_bytes,
+        max_request_bytes: config.max_request_bytes,
+        produce_timeout: config.produce_timeout,
+    };
+    let partitions = Arc::new(PartitionRegistry::new(
+        config.id,
+        store.clone(),
+        peers.clone(),
+        cache.clone(),
+        limits,
+    ));
+    let liveness = Arc::new(Liveness::default());
+    let roles = if voter {
+        vec!["controller".to_string(), "broker".to_string()]
+    } else {
+        vec!["broker".to_string()]
+    };
+
+    if let Some(raft) = &controller_raft {
+        tokio::spawn(form_controller_group(
+            raft.clone(),
+            config.id,
+            config.advertise.clone(),
+            config.seeds.clone(),
+            peers.clone(),
+        ));
+    }
+    tokio::spawn(run_fencer(
+        controller.clone(),
+        liveness.clone(),
+        config.session_timeout,
+        shutdown.clone(),
+    ));
+    tokio::spawn(run_heartbeats(
+        controller.clone(),
+        partitions.clone(),
+        Announcement {
+            broker_id: config.id,
+            addr: config.advertise.clone(),
+            roles,
+            rack: config.rack.clone(),
+        },
+        HEARTBEAT_INTERVAL,
+        shutdown.clone(),
+    ));
+    tokio::spawn(sync_peer_addresses(
+        cache.clone(),
+        peers.clone(),
+        shutdown.clone(),
+    ));
+    let reconciler = tokio::spawn(partitions.clone().run_reconciler(shutdown.clone()));
+
+    let client_limit = config.max_request_bytes + CLIENT_MESSAGE_SLACK;
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(
+            StraitServer::new(ClientApi {
+                cache: cache.clone(),
+                controller: controller.clone(),
+                partitions: partitions.clone(),
+            })
+            .max_decoding_message_size(client_limit)
+            .max_encoding_message_size(64 * 1024 * 1024),
+        )
+        .add_service(AdminServer::new(AdminApi {
+            controller: controller.clone(),
+        }))
+        .add_service(
+            RaftTransportServer::new(RaftTransportApi {
+                controller: controller_raft.clone(),
+                partitions: partitions.clone(),
+            })
+            .max_decoding_message_size(crate::raft::MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(crate::raft::MAX_RAFT_MESSAGE_BYTES),
+        )
+        .add_service(
+            ControllerServer::new(ControllerApi {
+                broker_id: config.id,
+                advertise: config.advertise.clone(),
+                controller: controller.clone(),
+                liveness,
+            })
+            .max_encoding_message_size(64 * 1024 * 1024),
+        );
+    tracing::info!(
+        id = config.id,
+        listen = %config.listen,
+        advertise = %config.advertise,
+        voter,
+        "broker started"
+    );
+    let mut stop = shutdown.clone();
+    let serve = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        let _ = stop.wait_for(|s| *s).await;
+    });
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+    let result = serve.await;
+    let _ = reconciler.await;
+    if let Some(raft) = controller_raft
+        && let Err(err) = raft.shutdown().await
+    {
+        tracing::warn!(%err, "controller group did not stop cleanly");
+    }
+    // Whatever was acknowledged was synced already; this only closes files tidily.
+    let _ = store.flusher().sync().await;
+    tracing::info!("broker stopped");
+    result.map_err(ServerError::from)
+}
+
+async fn start_controller_group(
+    config: &BrokerConfig,
+    store: &Store,
+    cache: &MetadataCache,
+    peers: &PeerPool,
+) -> Result<ControllerRaft, ServerError> {
+    let sm = ControllerStateMachine::open(store.clone(), cache.clone())
+        .map_err(ServerError::ControllerState)?;
+    let log = RaftLogStore::new(store.clone(), 0);
+    let network = GroupNetworkFactory::new(0, peers.clone());
+    let raft = Raft::new(config.id, controller_config(), network, log, sm)
+        .await
+        .map_err(|e| ServerError::Raft(e.to_string()))?;
+    // Voters learn who leads from their own group.
+    let watch_cache = cache.clone();
+    let mut metrics = raft.metrics();
+    tokio::spawn(async move {
+        loop {
+            let leader = metrics.borrow_watched().current_leader;
+            watch_cache.set_controller(leader);
+            if metrics.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(raft)
+}
+
+/// Keeps the Raft network's broker addresses in line with the registry.
+async fn sync_peer_addresses(
+    cache: MetadataCache,
+    peers: PeerPool,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut images = cache.subscribe();
+    loop {
+        let image = images.borrow_and_update().clone();
+        peers.set_addresses(image.state.brokers.values().map(|b| (b.id, b.addr.clone())));
+        tokio::select! {
+            changed = images.changed() => if changed.is_err() { return },
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

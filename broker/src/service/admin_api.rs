@@ -1,0 +1,48 @@
+//! `strait.v1.Admin`: topic creation and deletion, forwarded to the controller.
+
+use strait_proto::v1::admin_server::Admin;
+use strait_proto::v1::{
+    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::convert::topic_metadata;
+use super::status::to_status;
+use crate::controller::{Controller, admin};
+
+pub struct AdminApi {
+    pub controller: Controller,
+}
+
+#[tonic::async_trait]
+impl Admin for AdminApi {
+    async fn create_topic(
+        &self,
+        request: Request<CreateTopicRequest>,
+    ) -> Result<Response<CreateTopicResponse>, Status> {
+        let request = request.into_inner();
+        let topic = admin::create_topic(
+            &self.controller,
+            request.name,
+            request.partitions,
+            request.replication_factor,
+            request.configs.into_iter().collect(),
+        )
+        .await
+        .map_err(to_status)?;
+        let image = self.controller.cache.image();
+        Ok(Response::new(CreateTopicResponse {
+            topic: Some(topic_metadata(&image.state, &topic)),
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<DeleteTopicRequest>,
+    ) -> Result<Response<DeleteTopicResponse>, Status> {
+        admin::delete_topic(&self.controller, request.into_inner().name)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(DeleteTopicResponse {}))
+    }
+}

@@ -1,0 +1,124 @@
+//! `strait.v1.Strait`: metadata, produce, fetch and list-offsets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strait_proto::v1::strait_server::Strait;
+use strait_proto::v1::{
+    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse,
+};
+use tonic::{Request, Response, Status};
+
+use super::convert::{broker_metadata, fetched_record, now_ms, stored_record, topic_metadata};
+use super::status::to_status;
+use crate::controller::Controller;
+use crate::error::BrokerError;
+use crate::metadata::MetadataCache;
+use crate::partition::PartitionRegistry;
+
+pub struct ClientApi {
+    pub cache: MetadataCache,
+    pub controller: Controller,
+    pub partitions: Arc<PartitionRegistry>,
+}
+
+#[tonic::async_trait]
+impl Strait for ClientApi {
+    async fn metadata(
+        &self,
+        request: Request<MetadataRequest>,
+    ) -> Result<Response<MetadataResponse>, Status> {
+        let request = request.into_inner();
+        let image = self.cache.image();
+        let state = &image.state;
+        let mut topics = Vec::new();
+        if request.topics.is_empty() {
+            topics.extend(state.topics.values().map(|t| topic_metadata(state, t)));
+        } else {
+            for name in &request.topics {
+                let topic = state
+                    .topics
+                    .get(name)
+                    .ok_or_else(|| to_status(BrokerError::UnknownTopic(name.clone())))?;
+                topics.push(topic_metadata(state, topic));
+            }
+        }
+        Ok(Response::new(MetadataResponse {
+            brokers: broker_metadata(state),
+            controller_id: self.controller.controller_id(),
+            topics,
+            cluster_id: String::new(),
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn produce(
+        &self,
+        request: Request<ProduceRequest>,
+    ) -> Result<Response<ProduceResponse>, Status> {
+        let request = request.into_inner();
+        let replica = self
+            .partitions
+            .get(&request.topic, request.partition)
+            .map_err(to_status)?;
+        let append_time = now_ms();
+        let records = request
+            .records
+            .into_iter()
+            .map(|r| stored_record(r, append_time))
+            .collect();
+        let timeout =
+            (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms.into()));
+        let base_offset = replica.produce(records, timeout).await.map_err(to_status)?;
+        Ok(Response::new(ProduceResponse {
+            base_offset,
+            log_append_time_ms: append_time as u64,
+        }))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]
+    async fn fetch(
+        &self,
+        request: Request<FetchRequest>,
+    ) -> Result<Response<FetchResponse>, Status> {
+        let request = request.into_inner();
+        let replica = self
+            .partitions
+            .get(&request.topic, request.partition)
+            .map_err(to_status)?;
+        let batch = replica
+            .fetch(
+                request.offset,
+                request.max_bytes as usize,
+                Duration::from_millis(request.max_wait_ms.into()),
+            )
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(FetchResponse {
+            records: batch
+                .records
+                .into_iter()
+                .map(|(offset, record)| fetched_record(offset, record))
+                .collect(),
+            high_watermark: batch.high_watermark,
+            log_start_offset: batch.log_start_offset,
+        }))
+    }
+
+    async fn list_offsets(
+        &self,
+        request: Request<ListOffsetsRequest>,
+    ) -> Result<Response<ListOffsetsResponse>, Status> {
+        let request = request.into_inner();
+        let replica = self
+            .partitions
+            .get(&request.topic, request.partition)
+            .map_err(to_status)?;
+        let (log_start_offset, high_watermark) = replica.offsets().map_err(to_status)?;
+        Ok(Response::new(ListOffsetsResponse {
+            log_start_offset,
+            high_watermark,
+        }))
+    }
+}

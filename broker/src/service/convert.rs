@@ -1,0 +1,88 @@
+//! Protobuf ⇄ domain conversions for the client API.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use strait_proto::v1;
+
+use crate::controller::state::{ClusterState, TopicRecord};
+use crate::partition::StoredRecord;
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Converts produced records; a zero timestamp becomes the leader's append time.
+pub fn stored_record(record: v1::Record, append_time_ms: i64) -> StoredRecord {
+    StoredRecord {
+        key: record.key,
+        value: record.value,
+        timestamp_ms: if record.timestamp_ms == 0 {
+            append_time_ms
+        } else {
+            record.timestamp_ms
+        },
+        headers: record
+            .headers
+            .into_iter()
+            .map(|h| (h.key, h.value))
+            .collect(),
+    }
+}
+
+pub fn fetched_record(offset: u64, record: StoredRecord) -> v1::FetchedRecord {
+    v1::FetchedRecord {
+        offset,
+        key: record.key,
+        value: record.value,
+        timestamp_ms: record.timestamp_ms,
+        headers: record
+            .headers
+            .into_iter()
+            .map(|(key, value)| v1::Header { key, value })
+            .collect(),
+    }
+}
+
+/// A topic as clients see it: leaders are only published while their broker is alive.
+pub fn topic_metadata(state: &ClusterState, topic: &TopicRecord) -> v1::TopicMetadata {
+    v1::TopicMetadata {
+        name: topic.name.clone(),
+        replication_factor: topic.replication_factor,
+        configs: topic.configs.clone().into_iter().collect(),
+        partitions: topic
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| v1::PartitionMetadata {
+                partition: i as u32,
+                leader_id: p
+                    .leader
+                    .filter(|id| state.brokers.get(id).is_some_and(|b| b.alive)),
+                replicas: p.replicas.clone(),
+                isr: p
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|id| state.brokers.get(id).is_some_and(|b| b.alive))
+                    .collect(),
+                leader_epoch: p.leader_term,
+            })
+            .collect(),
+    }
+}
+
+pub fn broker_metadata(state: &ClusterState) -> Vec<v1::BrokerMetadata> {
+    state
+        .brokers
+        .values()
+        .map(|b| v1::BrokerMetadata {
+            id: b.id,
+            addr: b.addr.clone(),
+            alive: b.alive,
+            roles: b.roles.clone(),
+            rack: b.rack.clone(),
+        })
+        .collect()
+}

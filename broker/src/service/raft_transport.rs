@@ -1,0 +1,79 @@
+//! `strait.internal.v1.RaftTransport`: routes each inbound Raft RPC to its group.
+
+use std::sync::Arc;
+
+use strait_proto::internal::RaftMessage;
+use strait_proto::internal::raft_transport_server::RaftTransport;
+use tonic::{Request, Response, Status};
+
+use crate::controller::ControllerRaft;
+use crate::partition::PartitionRegistry;
+use crate::raft::{RaftRpcKind, serve_rpc};
+
+/// The controller is Raft group 0.
+const CONTROLLER_GROUP: u64 = 0;
+
+pub struct RaftTransportApi {
+    pub controller: Option<ControllerRaft>,
+    pub partitions: Arc<PartitionRegistry>,
+}
+
+impl RaftTransportApi {
+    async fn dispatch(
+        &self,
+        kind: RaftRpcKind,
+        message: RaftMessage,
+    ) -> Result<Response<RaftMessage>, Status> {
+        let group = message.group_id;
+        let result = if group == CONTROLLER_GROUP {
+            let raft = self
+                .controller
+                .as_ref()
+                .ok_or_else(|| Status::not_found("this broker is not a controller voter"))?;
+            serve_rpc(raft, kind, &message.data).await
+        } else {
+            let replica = self
+                .partitions
+                .by_group(group)
+                .ok_or_else(|| Status::not_found(format!("no local replica of group {group}")))?;
+            serve_rpc(replica.raft(), kind, &message.data).await
+        };
+        let data =
+            result.map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
+        Ok(Response::new(RaftMessage {
+            group_id: group,
+            data: data.into(),
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl RaftTransport for RaftTransportApi {
+    async fn append_entries(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RaftRpcKind::Append, request.into_inner())
+            .await
+    }
+
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RaftRpcKind::Vote, request.into_inner()).await
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RaftRpcKind::Snapshot, request.into_inner())
+            .await
+    }
+
+    async fn transfer_leader(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RaftRpcKind::TransferLeader, request.into_inner())
+            .await
+    }
+}

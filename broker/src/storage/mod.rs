@@ -1,0 +1,14 @@
+//! Durable state of a broker: one RocksDB instance holding every Raft group's log, vote
+//! and snapshots, plus the group-commit flusher that makes writes durable.
+//!
+//! This module knows openraft's storage traits and nothing of gRPC or of what the
+//! entries mean.
+
+mod db;
+mod flusher;
+mod raft_log;
+
+pub(crate) use db::CF_SNAPSHOT;
+pub use db::{GroupId, Store, StoreError};
+pub use flusher::Flusher;
+pub use raft_log::{RaftLogStore, decode, encode};

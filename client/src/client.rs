@@ -1,0 +1,271 @@
+//! The client handle: connections to brokers, the metadata cache and leader routing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use strait_proto::v1::admin_client::AdminClient;
+use strait_proto::v1::strait_client::StraitClient;
+use strait_proto::v1::{MetadataRequest, MetadataResponse};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::error::ClientError;
+use crate::types::{BrokerInfo, TopicInfo};
+
+/// Largest message the client accepts from a broker.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How to reach a cluster.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Any subset of the brokers' addresses (`host:port`); the rest is discovered.
+    pub bootstrap: Vec<String>,
+    /// Deadline of a single request to a broker.
+    pub request_timeout: Duration,
+    /// Metadata older than this is refreshed before use.
+    pub metadata_max_age: Duration,
+}
+
+impl ClientConfig {
+    pub fn new<I, S>(bootstrap: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        ClientConfig {
+            bootstrap: bootstrap.into_iter().map(Into::into).collect(),
+            request_timeout: Duration::from_secs(30),
+            metadata_max_age: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) brokers: HashMap<u64, BrokerInfo>,
+    pub(crate) topics: HashMap<String, TopicInfo>,
+    pub(crate) controller_id: Option<u64>,
+    fetched_at: Option<Instant>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+    metadata: RwLock<Arc<Snapshot>>,
+}
+
+/// A handle to a Strait cluster; cheap to clone and share between tasks.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+impl Client {
+    /// Connects to the cluster through `config.bootstrap` and loads its metadata.
+    pub async fn connect(config: ClientConfig) -> Result<Client, ClientError> {
+        if config.bootstrap.is_empty() {
+            return Err(ClientError::Config("the bootstrap list is empty".into()));
+        }
+        for addr in &config.bootstrap {
+            if addr
+                .rsplit_once(':')
+                .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+            {
+                return Err(ClientError::Config(format!("`{addr}` is not HOST:PORT")));
+            }
+        }
+        let client = Client {
+            inner: Arc::new(Inner {
+                config,
+                channels: Mutex::new(HashMap::new()),
+                metadata: RwLock::new(Arc::new(Snapshot::default())),
+            }),
+        };
+        client.refresh_metadata().await?;
+        Ok(client)
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    pub(crate) fn channel(&self, addr: &str) -> Result<Channel, ClientError> {
+        let mut channels = self
+            .inner
+            .channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ClientError::Config(format!("bad broker address `{addr}`: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .timeout(self.inner.config.request_timeout + Duration::from_secs(35))
+            .connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    pub(crate) fn data_client(&self, addr: &str) -> Result<StraitClient<Channel>, ClientError> {
+        Ok(StraitClient::new(self.channel(addr)?)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    pub(crate) fn admin_client(&self, addr: &str) -> Result<AdminClient<Channel>, ClientError> {
+        Ok(AdminClient::new(self.channel(addr)?).max_decoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    pub(crate) fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Brokers worth asking, live ones first, then the bootstrap list.
+    pub(crate) fn candidate_brokers(&self) -> Vec<String> {
+        let snapshot = self.snapshot();
+        let mut live: Vec<&BrokerInfo> = snapshot.brokers.values().filter(|b| b.alive).collect();
+        live.sort_by_key(|b| b.id);
+        let mut addrs: Vec<String> = live.iter().map(|b| b.addr.clone()).collect();
+        for addr in &self.inner.config.bootstrap {
+            if !addrs.contains(addr) {
+                addrs.push(addr.clone());
+            }
+        }
+        addrs
+    }
+
+    async fn fetch_metadata(&self, addr: &str) -> Result<MetadataResponse, ClientError> {
+        let mut request = tonic::Request::new(MetadataRequest { topics: vec![] });
+        request.set_timeout(Duration::from_secs(5));
+        self.data_client(addr)?
+            .metadata(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| ClientError::from_status(addr, &s))
+    }
+
+    /// Reloads the metadata from the first broker that answers.
+    pub async fn refresh_metadata(&self) -> Result<(), ClientError> {
+        let mut last = None;
+        for addr in self.candidate_brokers() {
+            match self.fetch_metadata(&addr).await {
+                Ok(response) => {
+                    let snapshot = Snapshot {
+                        brokers: response
+                            .brokers
+                            .into_iter()
+                            .map(|b| (b.id, b.into()))
+                            .collect(),
+                        topics: response
+                            .topics
+                            .into_iter()
+                            .map(|t| (t.name.clone(), TopicInfo::from(t)))
+                            .collect(),
+                        controller_id: response.controller_id,
+                        fetched_at: Some(Instant::now()),
+                    };
+                    *self
+                        .inner
+                        .metadata
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+                    return Ok(());
+                }
+                Err(err) => last = Some(err),
+            }
+        }
+        Err(last.unwrap_or_else(|| ClientError::Unavailable("no broker to ask".into())))
+    }
+
+    /// The cached metadata, refreshed first if it is older than `metadata_max_age`.
+    pub(crate) async fn fresh_snapshot(&self) -> Result<Arc<Snapshot>, ClientError> {
+        let stale = self
+            .snapshot()
+            .fetched_at
+            .is_none_or(|t| t.elapsed() > self.inner.config.metadata_max_age);
+        if stale {
+            self.refresh_metadata().await?;
+        }
+        Ok(self.snapshot())
+    }
+
+    /// A topic's metadata, refreshing once if the cache does not know it.
+    pub async fn topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
+        if let Some(topic) = self.fresh_snapshot().await?.topics.get(name) {
+            return Ok(topic.clone());
+        }
+        self.refresh_metadata().await?;
+        self.snapshot()
+            .topics
+            .get(name)
+            .cloned()
+            .ok_or_else(|| ClientError::UnknownTopic(format!("unknown topic `{name}`")))
+    }
+
+    /// The address of the leader of `topic`/`partition` according to the cache.
+    pub(crate) async fn leader_addr(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<String, ClientError> {
+        let info = self.topic(topic).await?;
+        let p = info.partitions.get(partition as usize).ok_or_else(|| {
+            ClientError::UnknownPartition(format!(
+                "topic `{topic}` has {} partitions, not {}",
+                info.partitions.len(),
+                partition + 1
+            ))
+        })?;
+        let leader = p.leader.ok_or_else(|| {
+            ClientError::Unavailable(format!("{topic}/{partition} has no leader right now"))
+        })?;
+        self.snapshot()
+            .brokers
+            .get(&leader)
+            .map(|b| b.addr.clone())
+            .ok_or_else(|| {
+                ClientError::Unavailable(format!(
+                    "leader {leader} of {topic}/{partition} is unknown"
+                ))
+            })
+    }
+
+    /// Runs `call` against the leader of a partition, refreshing metadata and retrying
+    /// retriable failures with backoff until `deadline`.
+    pub(crate) async fn with_leader<T, F, Fut>(
+        &self,
+        topic: &str,
+        partition: u32,
+        deadline: Instant,
+        mut call: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(String) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let result = match self.leader_addr(topic, partition).await {
+                Ok(addr) => call(addr).await,
+                Err(err) => Err(err),
+            };
+            match result {
+                Ok(value) => return Ok(value),
+                Err(err) if err.is_retriable() && Instant::now() + backoff < deadline => {
+                    tracing::debug!(%topic, partition, %err, "retrying after refreshing metadata");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    // A failed refresh is retried on the next round.
+                    let _ = self.refresh_metadata().await;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+}

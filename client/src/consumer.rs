@@ -1,0 +1,230 @@
+//! Consumers. [`PartitionConsumer`] reads one partition from a position, following the
+//! leader; [`Consumer`] reads several partitions of a topic concurrently (one
+//! long-polling task per partition) and hands out their records as they arrive, in
+//! order within each partition.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use strait_proto::v1::{FetchRequest, ListOffsetsRequest};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::client::Client;
+use crate::error::ClientError;
+use crate::types::ConsumedRecord;
+
+/// Where to start reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start offset.
+    Earliest,
+    /// The high watermark: only records produced from now on.
+    Latest,
+    At(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Soft cap on the bytes of one fetch response.
+    pub max_bytes: u32,
+    /// How long a fetch waits at the end of the log for new records.
+    pub max_wait: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            max_bytes: 1024 * 1024,
+            max_wait: Duration::from_millis(500),
+        }
+    }
+}
+
+/// How long transient failures (leader changes, a dead broker) are retried before a
+/// poll gives up and reports the error.
+const RETRY_WINDOW: Duration = Duration::from_secs(60);
+
+pub struct PartitionConsumer {
+    client: Client,
+    topic: String,
+    partition: u32,
+    position: u64,
+    config: ConsumerConfig,
+}
+
+impl Client {
+    /// `(log start offset, high watermark)` of a partition, asked of its leader.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<(u64, u64), ClientError> {
+        let deadline = Instant::now() + RETRY_WINDOW;
+        self.with_leader(topic, partition, deadline, |addr| async move {
+            let mut rpc = self.data_client(&addr)?;
+            let request = ListOffsetsRequest {
+                topic: topic.to_string(),
+                partition,
+            };
+            rpc.list_offsets(request)
+                .await
+                .map(|r| {
+                    let r = r.into_inner();
+                    (r.log_start_offset, r.high_watermark)
+                })
+                .map_err(|s| ClientError::from_status(&addr, &s))
+        })
+        .await
+    }
+}
+
+impl PartitionConsumer {
+    pub async fn new(
+        client: Client,
+        topic: &str,
+        partition: u32,
+        start: OffsetSpec,
+        config: ConsumerConfig,
+    ) -> Result<Self, ClientError> {
+        let position = match start {
+            OffsetSpec::At(offset) => offset,
+            OffsetSpec::Earliest => client.list_offsets(topic, partition).await?.0,
+            OffsetSpec::Latest => client.list_offsets(topic, partition).await?.1,
+        };
+        Ok(PartitionConsumer {
+            client,
+            topic: topic.to_string(),
+            partition,
+            position,
+            config,
+        })
+    }
+
+    /// The offset of the next record this consumer will return.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Fetches the next records (possibly none after a long-poll timeout).
+    pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
+        let deadline = Instant::now() + RETRY_WINDOW;
+        let (topic, partition, offset) = (self.topic.clone(), self.partition, self.position);
+        let config = self.config.clone();
+        let client = self.client.clone();
+        let response = client
+            .with_leader(&topic, partition, deadline, |addr| {
+                let request = FetchRequest {
+                    topic: topic.clone(),
+                    partition,
+                    offset,
+                    max_bytes: config.max_bytes,
+                    max_wait_ms: config.max_wait.as_millis() as u32,
+                };
+                let client = client.clone();
+                async move {
+                    let mut rpc = client.data_client(&addr)?;
+                    rpc.fetch(request)
+                        .await
+                        .map(|r| r.into_inner())
+                        .map_err(|s| match ClientError::from_status(&addr, &s) {
+                            ClientError::OffsetOutOfRange {
+                                log_start_offset,
+                                high_watermark,
+                                ..
+                            } => ClientError::OffsetOutOfRange {
+                                offset,
+                                log_start_offset,
+                                high_watermark,
+                            },
+                            other => other,
+                        })
+                }
+            })
+            .await?;
+        let records: Vec<ConsumedRecord> = response
+            .records
+            .into_iter()
+            .filter(|r| r.offset >= offset)
+            .map(|r| ConsumedRecord::from_wire(&topic, partition, r))
+            .collect();
+        if let Some(last) = records.last() {
+            self.position = last.offset + 1;
+        }
+        Ok(records)
+    }
+}
+
+/// Reads several partitions of one topic concurrently.
+pub struct Consumer {
+    rx: mpsc::Receiver<Result<Vec<ConsumedRecord>, ClientError>>,
+    buffered: VecDeque<ConsumedRecord>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Client {
+    /// Reads `partitions` of `topic` (all of them when `None`) from `start`.
+    pub async fn consumer(
+        &self,
+        topic: &str,
+        partitions: Option<Vec<u32>>,
+        start: OffsetSpec,
+        config: ConsumerConfig,
+    ) -> Result<Consumer, ClientError> {
+        let info = self.topic(topic).await?;
+        let partitions = partitions.unwrap_or_else(|| (0..info.partitions.len() as u32).collect());
+        let (tx, rx) = mpsc::channel(2 * partitions.len().max(1));
+        let mut tasks = Vec::new();
+        for partition in partitions {
+            let mut consumer =
+                PartitionConsumer::new(self.clone(), topic, partition, start, config.clone())
+                    .await?;
+            let tx = tx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let result = consumer.poll().await;
+                    let failed = result.is_err();
+                    if matches!(&result, Ok(records) if records.is_empty()) {
+                        continue;
+                    }
+                    if tx.send(result).await.is_err() || failed {
+                        return;
+                    }
+                }
+            }));
+        }
+        Ok(Consumer {
+            rx,
+            buffered: VecDeque::new(),
+            tasks,
+        })
+    }
+}
+
+impl Consumer {
+    /// The next record from any assigned partition; waits until one arrives.
+    pub async fn next_record(&mut self) -> Result<ConsumedRecord, ClientError> {
+        loop {
+            if let Some(record) = self.buffered.pop_front() {
+                return Ok(record);
+            }
+            match self.rx.recv().await {
+                Some(Ok(records)) => self.buffered.extend(records),
+                Some(Err(err)) => return Err(err),
+                None => {
+                    return Err(ClientError::Unavailable(
+                        "every partition reader stopped".into(),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

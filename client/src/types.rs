@@ -1,0 +1,157 @@
+//! The client's own record and metadata types (wire types stay inside the crate).
+
+use bytes::Bytes;
+use strait_proto::v1;
+
+/// A record to produce.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+    /// Explicit partition; otherwise chosen by key hash, or round-robin without a key.
+    pub partition: Option<u32>,
+    /// Milliseconds since the epoch; `None` lets the leader stamp its append time.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ProducerRecord {
+    pub fn new(value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            value: value.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    pub fn partition(mut self, partition: u32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    pub(crate) fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, |k| k.len())
+            + self.value.len()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+    }
+
+    pub(crate) fn to_wire(&self) -> v1::Record {
+        v1::Record {
+            key: self.key.clone(),
+            value: self.value.clone(),
+            timestamp_ms: self.timestamp_ms.unwrap_or(0),
+            headers: self
+                .headers
+                .iter()
+                .map(|(key, value)| v1::Header {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Where an acknowledged record landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+}
+
+/// A consumed record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumedRecord {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub timestamp_ms: i64,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl ConsumedRecord {
+    pub(crate) fn from_wire(topic: &str, partition: u32, r: v1::FetchedRecord) -> Self {
+        ConsumedRecord {
+            topic: topic.to_string(),
+            partition,
+            offset: r.offset,
+            key: r.key,
+            value: r.value,
+            timestamp_ms: r.timestamp_ms,
+            headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: u64,
+    pub addr: String,
+    pub alive: bool,
+    pub roles: Vec<String>,
+    pub rack: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: u32,
+    pub leader: Option<u64>,
+    pub replicas: Vec<u64>,
+    pub isr: Vec<u64>,
+    pub leader_epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+    pub replication_factor: u32,
+}
+
+impl From<v1::BrokerMetadata> for BrokerInfo {
+    fn from(b: v1::BrokerMetadata) -> Self {
+        BrokerInfo {
+            id: b.id,
+            addr: b.addr,
+            alive: b.alive,
+            roles: b.roles,
+            rack: b.rack,
+        }
+    }
+}
+
+impl From<v1::TopicMetadata> for TopicInfo {
+    fn from(t: v1::TopicMetadata) -> Self {
+        TopicInfo {
+            name: t.name,
+            replication_factor: t.replication_factor,
+            partitions: t
+                .partitions
+                .into_iter()
+                .map(|p| PartitionInfo {
+                    partition: p.partition,
+                    leader: p.leader_id,
+                    replicas: p.replicas,
+                    isr: p.isr,
+                    leader_epoch: p.leader_epoch,
+                })
+                .collect(),
+        }
+    }
+}

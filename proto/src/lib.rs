@@ -1,0 +1,18 @@
+//! Strait's wire types and gRPC stubs, generated from `proto/` at build time.
+//!
+//! `v1` is the client API (metadata, produce, fetch, admin); `internal` is the
+//! broker-to-broker API (Raft transport and controller calls). This crate holds no
+//! logic: conversions to domain types live at the edges of `strait-broker` and
+//! `strait-client`.
+
+/// The client-facing API.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("strait.v1");
+}
+
+/// The broker-to-broker API.
+pub mod internal {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("strait.internal.v1");
+}
