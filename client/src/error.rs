@@ -83,7 +83,10 @@ impl ClientError {
 
     /// Converts a gRPC status from `addr` into a typed error.
     pub(crate) fn from_status(addr: &str, status: &tonic::Status) -> ClientError {
-        let Ok(detail) = ErrorDetail::decode(status.details()) else {
+        let detail = ErrorDetail::decode(status.details())
+            .ok()
+            .filter(|d| d.code != ErrorCode::Unspecified as i32);
+        let Some(detail) = detail else {
             return match status.code() {
                 tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown => {
                     ClientError::Transport {

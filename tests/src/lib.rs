@@ -1,1 +1,260 @@
-//! harness
+//! Test harness: starts real `strait-broker` processes on free loopback ports, each
+//! with its own data directory under a temporary directory, and kills them (and removes
+//! the directory) when the [`Cluster`] is dropped.
+//!
+//! Cluster tests serialize on a process-wide lock so that two three-broker clusters do
+//! not compete for this machine's two cores. Waiting is always "until a condition holds,
+//! or a deadline passes" ([`wait_until`]).
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use strait_client::{Client, ClientConfig};
+
+static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
+
+/// Directory holding the workspace's built binaries (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    // target/debug/deps/<test binary> -> target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// Path of a workspace binary; fails with a hint when it was not built.
+pub fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, which scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("binding an ephemeral loopback port")
+}
+
+/// Polls `check` every 100 ms until it yields `Some`, or fails after `timeout`.
+pub async fn wait_until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if let Some(value) = check().await {
+            return Ok(value);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+    }
+}
+
+pub struct BrokerProcess {
+    pub id: u64,
+    pub addr: String,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl BrokerProcess {
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+/// A cluster of real broker processes.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    seeds: String,
+    pub brokers: Vec<BrokerProcess>,
+    _lock: MutexGuard<'static, ()>,
+}
+
+impl Cluster {
+    /// Starts `n` brokers (the first three are the controller voters) and waits until all
+    /// are registered and alive.
+    pub async fn start(n: usize) -> anyhow::Result<Cluster> {
+        let lock = CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::Builder::new().prefix("strait-test-").tempdir()?;
+        let addrs: Vec<String> = (0..n)
+            .map(|_| format!("127.0.0.1:{}", free_port()))
+            .collect();
+        let seeds = addrs.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+        let mut cluster = Cluster {
+            dir,
+            seeds,
+            brokers: Vec::new(),
+            _lock: lock,
+        };
+        for (i, addr) in addrs.into_iter().enumerate() {
+            cluster.spawn(i as u64 + 1, addr)?;
+        }
+        cluster.wait_ready(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    fn spawn(&mut self, id: u64, addr: String) -> anyhow::Result<()> {
+        let data_dir = self.dir.path().join(format!("broker-{id}"));
+        let log = self.dir.path().join(format!("broker-{id}.log"));
+        let mut broker = BrokerProcess {
+            id,
+            addr,
+            data_dir,
+            log,
+            child: None,
+        };
+        self.launch(&mut broker)?;
+        self.brokers.push(broker);
+        Ok(())
+    }
+
+    fn launch(&self, broker: &mut BrokerProcess) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&broker.log)?;
+        let child = Command::new(binary("strait-broker"))
+            .arg(format!("--id={}", broker.id))
+            .arg(format!("--listen={}", broker.addr))
+            .arg(format!("--data-dir={}", broker.data_dir.display()))
+            .arg(format!("--seeds={}", self.seeds))
+            .arg("--session-timeout-ms=3000")
+            .env("STRAIT_LOG", "info,openraft=error")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting strait-broker")?;
+        broker.child = Some(child);
+        Ok(())
+    }
+
+    /// Adds a broker that joins through the seeds.
+    pub async fn add_broker(&mut self) -> anyhow::Result<u64> {
+        let id = self.brokers.iter().map(|b| b.id).max().unwrap_or(0) + 1;
+        self.spawn(id, format!("127.0.0.1:{}", free_port()))?;
+        self.wait_ready(Duration::from_secs(60)).await?;
+        Ok(id)
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.brokers.iter().map(|b| b.addr.clone()).collect()
+    }
+
+    pub fn broker(&mut self, id: u64) -> &mut BrokerProcess {
+        self.brokers
+            .iter_mut()
+            .find(|b| b.id == id)
+            .expect("a broker with this id was started")
+    }
+
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        Ok(Client::connect(ClientConfig::new(self.addrs())).await?)
+    }
+
+    /// SIGKILL: no shutdown path runs, unsynced state is lost.
+    pub fn kill9(&mut self, id: u64) {
+        let broker = self.broker(id);
+        if let Some(mut child) = broker.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed broker again on the same address and data directory.
+    pub fn restart(&mut self, id: u64) -> anyhow::Result<()> {
+        let mut broker = self
+            .brokers
+            .iter()
+            .position(|b| b.id == id)
+            .map(|i| self.brokers.remove(i))
+            .context("unknown broker")?;
+        let launched = self.launch(&mut broker);
+        self.brokers.push(broker);
+        self.brokers.sort_by_key(|b| b.id);
+        launched
+    }
+
+    /// Waits until every running broker is registered and alive and a controller is known.
+    pub async fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let mut running = Vec::new();
+        let mut dead = Vec::new();
+        for broker in &mut self.brokers {
+            if broker.child.is_none() {
+                continue;
+            }
+            if broker.is_running() {
+                running.push(broker.id);
+            } else {
+                dead.push(format!(
+                    "broker {} exited:\n{}",
+                    broker.id,
+                    broker.log_tail()
+                ));
+            }
+        }
+        if !dead.is_empty() {
+            bail!("{}", dead.join("\n"));
+        }
+        let addrs = self.addrs();
+        wait_until("all brokers alive with a controller", timeout, || {
+            let addrs = addrs.clone();
+            let running = running.clone();
+            async move {
+                let client = Client::connect(ClientConfig::new(addrs)).await.ok()?;
+                let status = client.cluster_status().await.ok()?;
+                let all_alive = running
+                    .iter()
+                    .all(|id| status.brokers.iter().any(|b| b.id == *id && b.alive));
+                (status.controller_id.is_some() && all_alive).then_some(())
+            }
+        })
+        .await
+    }
+
+    /// The logs of every broker, for failure messages.
+    pub fn logs(&self) -> String {
+        self.brokers
+            .iter()
+            .map(|b| format!("--- broker {} ---\n{}", b.id, b.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for broker in &mut self.brokers {
+            if let Some(mut child) = broker.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}

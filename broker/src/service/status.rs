@@ -60,7 +60,10 @@ pub fn to_status(err: BrokerError) -> Status {
 
 /// Reads a peer broker's error back (used when forwarding to the controller).
 pub fn to_broker_error(status: &Status) -> BrokerError {
-    let Ok(detail) = ErrorDetail::decode(status.details()) else {
+    let detail = ErrorDetail::decode(status.details())
+        .ok()
+        .filter(|d| d.code != ErrorCode::Unspecified as i32);
+    let Some(detail) = detail else {
         return BrokerError::Unavailable(format!("{}: {}", status.code(), status.message()));
     };
     let leader = detail.leader_id.map(|id| LeaderHint {

@@ -1,0 +1,138 @@
+//! Bad input gets a clear, typed error with a stable code, and the cluster keeps serving.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use strait_client::{ClientError, ErrorCode, OffsetSpec, PartitionConsumer, ProducerRecord};
+use strait_proto::internal::RaftMessage;
+use strait_proto::internal::raft_transport_client::RaftTransportClient;
+use strait_tests::Cluster;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let client = cluster.client().await?;
+    client.create_topic("good", 1, 3).await?;
+    client
+        .wait_for_leaders("good", Duration::from_secs(30))
+        .await?;
+    let producer = client.producer(Default::default());
+
+    // Unknown topic, for produce and for consume.
+    let err = producer
+        .send_and_wait("missing", ProducerRecord::new("x"))
+        .await
+        .expect_err("unknown topic");
+    assert_eq!(err.code(), Some(ErrorCode::UnknownTopic), "{err}");
+    let err = client
+        .consumer("missing", None, OffsetSpec::Earliest, Default::default())
+        .await
+        .err()
+        .expect("unknown topic");
+    assert_eq!(err.code(), Some(ErrorCode::UnknownTopic), "{err}");
+
+    // Replication factor above the live brokers, zero partitions, invalid names, duplicates.
+    let err = client
+        .create_topic("too-many", 1, 4)
+        .await
+        .expect_err("rf 4 > 3 brokers");
+    assert!(
+        matches!(err, ClientError::InvalidReplicationFactor(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("3 live brokers"), "{err}");
+    let err = client
+        .create_topic("none", 0, 1)
+        .await
+        .expect_err("0 partitions");
+    assert_eq!(err.code(), Some(ErrorCode::InvalidPartitions), "{err}");
+    for name in ["bad name", "a/b", "..", ""] {
+        let err = client
+            .create_topic(name, 1, 1)
+            .await
+            .expect_err("invalid name");
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::InvalidTopicName),
+            "{name}: {err}"
+        );
+    }
+    let err = client.create_topic("good", 1, 1).await.expect_err("exists");
+    assert_eq!(err.code(), Some(ErrorCode::TopicAlreadyExists), "{err}");
+
+    // A record over the broker's 1 MiB limit.
+    let huge = Bytes::from(vec![b'x'; 1024 * 1024 + 1]);
+    let err = producer
+        .send_and_wait("good", ProducerRecord::new(huge))
+        .await
+        .expect_err("too large");
+    assert_eq!(err.code(), Some(ErrorCode::RecordTooLarge), "{err}");
+
+    // A partition that does not exist.
+    let err = producer
+        .send_and_wait("good", ProducerRecord::new("x").partition(7))
+        .await
+        .expect_err("no partition 7");
+    assert_eq!(err.code(), Some(ErrorCode::UnknownPartition), "{err}");
+
+    // An offset past the end names the valid range.
+    producer
+        .send_and_wait("good", ProducerRecord::new("one"))
+        .await?;
+    let mut consumer = PartitionConsumer::new(
+        client.clone(),
+        "good",
+        0,
+        OffsetSpec::At(1000),
+        Default::default(),
+    )
+    .await?;
+    match consumer.poll().await {
+        Err(ClientError::OffsetOutOfRange {
+            offset,
+            log_start_offset,
+            high_watermark,
+        }) => {
+            assert_eq!((offset, log_start_offset, high_watermark), (1000, 0, 1));
+        }
+        other => panic!("expected OFFSET_OUT_OF_RANGE, got {other:?}"),
+    }
+
+    // A peer sending garbage on the Raft transport is refused, not obeyed.
+    let mut raft = RaftTransportClient::connect(format!("http://{}", cluster.addrs()[0])).await?;
+    for group_id in [0, 1, 999] {
+        let garbage = RaftMessage {
+            group_id,
+            data: Bytes::from_static(b"\xff\x00 definitely not a raft message"),
+        };
+        let status = raft
+            .append_entries(garbage)
+            .await
+            .expect_err("garbage refused");
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::InvalidArgument | tonic::Code::NotFound
+            ),
+            "{status:?}"
+        );
+    }
+
+    // After all of that the cluster still serves.
+    let meta = producer
+        .send_and_wait("good", ProducerRecord::new("two"))
+        .await?;
+    assert_eq!(meta.offset, 1);
+    let mut consumer = PartitionConsumer::new(
+        client.clone(),
+        "good",
+        0,
+        OffsetSpec::Earliest,
+        Default::default(),
+    )
+    .await?;
+    let records = consumer.poll().await?;
+    let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_ref()).collect();
+    assert_eq!(values, vec![b"one".as_ref(), b"two".as_ref()]);
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! Cluster behaviour seen from a client: replication, failover, durability, discovery.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use strait_client::{Client, ConsumedRecord, OffsetSpec, PartitionConsumer, ProducerRecord};
+use strait_tests::{Cluster, binary, wait_until};
+use tokio::sync::Mutex;
+
+/// Every record of `topic`/`partition` from offset 0 up to its high watermark.
+async fn read_partition(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<Vec<ConsumedRecord>> {
+    let (_, high_watermark) = client.list_offsets(topic, partition).await?;
+    let mut consumer = PartitionConsumer::new(
+        client.clone(),
+        topic,
+        partition,
+        OffsetSpec::At(0),
+        Default::default(),
+    )
+    .await?;
+    let mut records = Vec::new();
+    while consumer.position() < high_watermark {
+        records.extend(consumer.poll().await?);
+    }
+    Ok(records)
+}
+
+/// `(partition, offset) -> value` for every record of the topic.
+async fn read_topic(
+    client: &Client,
+    topic: &str,
+) -> anyhow::Result<BTreeMap<(u32, u64), ConsumedRecord>> {
+    let info = client.topic(topic).await?;
+    let mut all = BTreeMap::new();
+    for p in 0..info.partitions.len() as u32 {
+        for record in read_partition(client, topic, p).await? {
+            all.insert((p, record.offset), record);
+        }
+    }
+    Ok(all)
+}
+
+/// Produces `values` and returns `(partition, offset) -> value` of the acknowledgements.
+async fn produce_all(
+    client: &Client,
+    topic: &str,
+    values: Vec<(String, String)>,
+) -> anyhow::Result<BTreeMap<(u32, u64), String>> {
+    let producer = client.producer(Default::default());
+    let mut deliveries = Vec::new();
+    for (key, value) in values {
+        let delivery = producer
+            .send(topic, ProducerRecord::new(value.clone()).key(key))
+            .await?;
+        deliveries.push((value, delivery));
+    }
+    let mut acked = BTreeMap::new();
+    for (value, delivery) in deliveries {
+        let meta = delivery.await?;
+        acked.insert((meta.partition, meta.offset), value);
+    }
+    Ok(acked)
+}
+
+fn assert_acked_present(
+    acked: &BTreeMap<(u32, u64), String>,
+    read: &BTreeMap<(u32, u64), ConsumedRecord>,
+) {
+    for ((partition, offset), value) in acked {
+        let record = read
+            .get(&(*partition, *offset))
+            .unwrap_or_else(|| panic!("acknowledged record {partition}/{offset} is missing"));
+        assert_eq!(
+            record.value.as_ref(),
+            value.as_bytes(),
+            "record {partition}/{offset} holds the wrong value"
+        );
+    }
+}
+
+fn assert_contiguous(read: &BTreeMap<(u32, u64), ConsumedRecord>) {
+    let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+    for (partition, offset) in read.keys() {
+        let expected = next.entry(*partition).or_insert(0);
+        assert_eq!(*offset, *expected, "gap in partition {partition}");
+        *expected += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_replicate_and_serve_records_in_order() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let client = cluster.client().await?;
+    let topic = client.create_topic("orders", 3, 3).await?;
+    assert_eq!(topic.partitions.len(), 3);
+    for p in &topic.partitions {
+        let mut replicas = p.replicas.clone();
+        replicas.sort();
+        assert_eq!(
+            replicas,
+            vec![1, 2, 3],
+            "every partition is on all three brokers"
+        );
+    }
+    let leaders: Vec<u64> = topic.partitions.iter().map(|p| p.replicas[0]).collect();
+    let mut sorted = leaders.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec![1, 2, 3],
+        "preferred leaders are spread over the brokers"
+    );
+    client
+        .wait_for_leaders("orders", Duration::from_secs(30))
+        .await?;
+
+    // 10,000 records through the client library, keyed so that order per key is checkable.
+    let values: Vec<(String, String)> = (0..10_000)
+        .map(|i| (format!("user-{}", i % 97), format!("client-{i:05}")))
+        .collect();
+    let mut acked = produce_all(&client, "orders", values).await?;
+    assert_eq!(acked.len(), 10_000);
+
+    // 2,000 more through the CLI, one per stdin line, with keys.
+    let input: String = (0..2_000)
+        .map(|i| format!("cli-user-{}:cli-{i:05}\n", i % 13))
+        .collect();
+    let mut cli = Command::new(binary("strait"))
+        .args(["--brokers", &cluster.addrs().join(","), "--format", "json"])
+        .args(["topic", "produce", "orders", "--key-separator", ":"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = cli.stdin.take().expect("piped stdin");
+        stdin.write_all(input.as_bytes())?;
+    }
+    let output = cli.wait_with_output()?;
+    assert!(output.status.success(), "strait topic produce failed");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    assert_eq!(summary["produced"], 2_000, "{summary}");
+
+    let read = read_topic(&client, "orders").await?;
+    assert_eq!(read.len(), 12_000, "every record is consumed back");
+    assert_contiguous(&read);
+    assert_acked_present(&acked, &read);
+
+    // Within a partition, records of one key keep their production order.
+    let mut last_seen: BTreeMap<String, String> = BTreeMap::new();
+    for record in read.values() {
+        let key = String::from_utf8(record.key.clone().expect("keyed").to_vec())?;
+        let value = String::from_utf8(record.value.to_vec())?;
+        if let Some(previous) = last_seen.insert(key.clone(), value.clone()) {
+            let same_source = previous.split('-').next() == value.split('-').next();
+            if same_source {
+                assert!(
+                    previous < value,
+                    "key {key}: {previous} came before {value}"
+                );
+            }
+        }
+    }
+    // Keys hash consistently: each key lives in exactly one partition.
+    let mut partition_of: BTreeMap<Vec<u8>, u32> = BTreeMap::new();
+    for ((partition, _), record) in &read {
+        let key = record.key.clone().expect("keyed").to_vec();
+        assert_eq!(*partition_of.entry(key).or_insert(*partition), *partition);
+    }
+
+    // The CLI consumer reads the same records.
+    let output = Command::new(binary("strait"))
+        .args(["--brokers", &cluster.addrs().join(","), "--format", "json"])
+        .args([
+            "topic",
+            "consume",
+            "orders",
+            "--partition",
+            "1",
+            "--num",
+            "100",
+        ])
+        .output()?;
+    assert!(output.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(output.stdout)?
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(lines.len(), 100);
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["offset"], i as u64);
+        assert_eq!(line["partition"], 1);
+        let expected = &read[&(1, i as u64)];
+        assert_eq!(
+            line["value"].as_str().map(str::as_bytes),
+            Some(expected.value.as_ref())
+        );
+    }
+    acked.clear();
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_records_survive_leader_kill_during_produce() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    let client = cluster.client().await?;
+    client.create_topic("events", 1, 3).await?;
+    let info = client
+        .wait_for_leaders("events", Duration::from_secs(30))
+        .await?;
+    let leader = info.partitions[0].leader.expect("a leader");
+
+    let acked = Arc::new(Mutex::new(BTreeMap::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (client, acked, stop) = (client.clone(), acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let producer = client.producer(Default::default());
+            let mut i = 0u64;
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("event-{i}");
+                match producer
+                    .send_and_wait("events", ProducerRecord::new(value.clone()))
+                    .await
+                {
+                    Ok(meta) => {
+                        acked
+                            .lock()
+                            .await
+                            .insert((meta.partition, meta.offset), value);
+                    }
+                    Err(err) => failures.push(err.to_string()),
+                }
+                i += 1;
+            }
+            failures
+        })
+    };
+    wait_until(
+        "200 acknowledged records",
+        Duration::from_secs(60),
+        || async { (acked.lock().await.len() >= 200).then_some(()) },
+    )
+    .await?;
+    cluster.kill9(leader);
+    let before_kill = acked.lock().await.len();
+    wait_until(
+        "writes to resume on a new leader",
+        Duration::from_secs(60),
+        || async { (acked.lock().await.len() >= before_kill + 200).then_some(()) },
+    )
+    .await?;
+
+    // The dead broker is noticed: it is marked down and its partitions are under-replicated.
+    let status = wait_until(
+        "the killed broker to be marked down",
+        Duration::from_secs(30),
+        || async {
+            let status = client.cluster_status().await.ok()?;
+            let down = status.brokers.iter().any(|b| b.id == leader && !b.alive);
+            (down && status.leaderless.is_empty()).then_some(status)
+        },
+    )
+    .await?;
+    assert_eq!(status.under_replicated, vec![("events".to_string(), 0)]);
+    assert_ne!(status.topics[0].partitions[0].leader, Some(leader));
+
+    stop.store(true, Ordering::Relaxed);
+    let failures = writer.await?;
+    let acked = acked.lock().await.clone();
+    let read = read_topic(&client, "events").await?;
+    assert_contiguous(&read);
+    assert_acked_present(&acked, &read);
+    assert!(
+        failures.is_empty(),
+        "the producer should retry through the failover, but {} sends failed, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+
+    // The old leader comes back, catches up and the partition is fully replicated again.
+    cluster.restart(leader)?;
+    cluster.wait_ready(Duration::from_secs(60)).await?;
+    wait_until(
+        "full replication after restart",
+        Duration::from_secs(60),
+        || async {
+            let status = client.cluster_status().await.ok()?;
+            status.under_replicated.is_empty().then_some(())
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_records_survive_kill9_of_every_broker() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    let client = cluster.client().await?;
+    client.create_topic("durable", 3, 3).await?;
+    client
+        .wait_for_leaders("durable", Duration::from_secs(30))
+        .await?;
+    let values = (0..3_000)
+        .map(|i| (format!("k{i}"), format!("durable-{i}")))
+        .collect();
+    let acked = produce_all(&client, "durable", values).await?;
+
+    for id in [1, 2, 3] {
+        cluster.kill9(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.restart(id)?;
+    }
+    cluster.wait_ready(Duration::from_secs(60)).await?;
+    let client = cluster.client().await?;
+    let info = client
+        .wait_for_leaders("durable", Duration::from_secs(60))
+        .await?;
+    assert_eq!(
+        info.partitions.len(),
+        3,
+        "the topic survived in the controller"
+    );
+    let read = read_topic(&client, "durable").await?;
+    assert_eq!(read.len(), acked.len());
+    assert_contiguous(&read);
+    assert_acked_present(&acked, &read);
+
+    // And the cluster still takes writes after the restart.
+    let more = produce_all(
+        &client,
+        "durable",
+        vec![("k".into(), "after-restart".into())],
+    )
+    .await?;
+    let read = read_topic(&client, "durable").await?;
+    assert_acked_present(&more, &read);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fourth_broker_joins_and_hosts_new_topics() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    let client = cluster.client().await?;
+    client.create_topic("before", 3, 3).await?;
+    let id = cluster.add_broker().await?;
+    assert_eq!(id, 4);
+    let status = client.cluster_status().await?;
+    let joined = status
+        .brokers
+        .iter()
+        .find(|b| b.id == 4)
+        .expect("registered");
+    assert!(joined.alive);
+    assert_eq!(joined.roles, vec!["broker".to_string()]);
+
+    // The new broker holds no replicas yet, so a new single-replica partition goes to it.
+    let topic = client.create_topic("on-four", 1, 1).await?;
+    assert_eq!(topic.partitions[0].replicas, vec![4]);
+    let topic = client.create_topic("spread", 4, 3).await?;
+    assert!(topic.partitions.iter().any(|p| p.replicas.contains(&4)));
+    client
+        .wait_for_leaders("on-four", Duration::from_secs(30))
+        .await?;
+    let acked = produce_all(&client, "on-four", vec![("a".into(), "hello four".into())]).await?;
+    let read = read_topic(&client, "on-four").await?;
+    assert_acked_present(&acked, &read);
+    Ok(())
+}
