@@ -8,4 +8,5 @@ pub mod types;
 
 pub use registry::PartitionRegistry;
 pub use replica::{FetchedBatch, Limits, PartitionReplica};
+pub use state_machine::PartitionStateMachine;
 pub use types::StoredRecord;

@@ -51,7 +51,7 @@ impl Store {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?);
-        let flusher = Flusher::start(db.clone());
+        let flusher = Flusher::start(&db);
         Ok(Store { db, flusher })
     }
 

@@ -6,8 +6,8 @@
 //! WAL, which covers every earlier write of every group), and completes them all: N
 //! concurrent appends across all partitions of the broker cost one fsync.
 
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Weak};
 
 use rocksdb::DB;
 
@@ -20,7 +20,10 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    pub(crate) fn start(db: Arc<DB>) -> Flusher {
+    /// Starts the thread. It holds only a weak reference so that the database closes
+    /// as soon as the last `Store` is dropped (RocksDB must not be open at process exit).
+    pub(crate) fn start(db: &Arc<DB>) -> Flusher {
+        let db = Arc::downgrade(db);
         let (tx, rx) = mpsc::channel::<Completion>();
         std::thread::Builder::new()
             .name("strait-flusher".into())
@@ -47,11 +50,18 @@ impl Flusher {
     }
 }
 
-fn run(db: Arc<DB>, rx: mpsc::Receiver<Completion>) {
+fn run(db: Weak<DB>, rx: mpsc::Receiver<Completion>) {
     while let Ok(first) = rx.recv() {
         let mut waiters = vec![first];
         waiters.extend(rx.try_iter());
+        let Some(db) = db.upgrade() else {
+            for done in waiters {
+                done(Err(std::io::Error::other("the store is closed")));
+            }
+            return;
+        };
         let result = db.flush_wal(true);
+        drop(db);
         if let Err(err) = &result {
             tracing::error!(%err, "fsync of the write-ahead log failed");
         }
