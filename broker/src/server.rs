@@ -17,6 +17,7 @@ use crate::config::BrokerConfig;
 use crate::controller::bootstrap::form_controller_group;
 use crate::controller::heartbeat::{Announcement, run_heartbeats};
 use crate::controller::liveness::{Liveness, run_fencer};
+use crate::controller::state::ControllerCommand;
 use crate::controller::state_machine::ControllerStateMachine;
 use crate::controller::{Controller, ControllerRaft};
 use crate::metadata::MetadataCache;
@@ -48,6 +49,10 @@ pub enum ServerError {
 
 /// How often a broker heartbeats the controller.
 const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1000);
+/// Bound on each step of a controlled shutdown.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often leaders check whether a preferred replica should lead again.
+const LEADER_REBALANCE_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest message the client-facing services decode (a produce request plus framing).
 const CLIENT_MESSAGE_SLACK: usize = 1024 * 1024;
 
@@ -110,6 +115,8 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
         config.session_timeout,
         shutdown.clone(),
     ));
+    // Heartbeats stop first on shutdown, so that deregistration is not undone by them.
+    let (draining_tx, draining) = watch::channel(false);
     tokio::spawn(run_heartbeats(
         controller.clone(),
         partitions.clone(),
@@ -120,8 +127,9 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
             rack: config.rack.clone(),
         },
         HEARTBEAT_INTERVAL,
-        shutdown.clone(),
+        draining,
     ));
+    tokio::spawn(run_leader_rebalancer(partitions.clone(), shutdown.clone()));
     tokio::spawn(sync_peer_addresses(
         cache.clone(),
         peers.clone(),
@@ -172,9 +180,13 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
     let serve = server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
         let _ = stop.wait_for(|s| *s).await;
     });
+    let (drain_controller, drain_partitions, broker_id) =
+        (controller.clone(), partitions.clone(), config.id);
     tokio::spawn(async move {
         wait_for_signal().await;
-        tracing::info!("shutting down");
+        tracing::info!("shutting down: handing off leaderships and deregistering");
+        let _ = draining_tx.send(true);
+        controlled_shutdown(&drain_controller, &drain_partitions, broker_id).await;
         let _ = shutdown_tx.send(true);
     });
     let result = serve.await;
@@ -188,6 +200,52 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
     let _ = store.flusher().sync().await;
     tracing::info!("broker stopped");
     result.map_err(ServerError::from)
+}
+
+/// Kafka's controlled shutdown: mark this broker down in the controller, move its
+/// partition leaderships to caught-up peers, then give up controller leadership. Each step
+/// is bounded so that shutdown finishes even when peers are gone.
+async fn controlled_shutdown(
+    controller: &Controller,
+    partitions: &PartitionRegistry,
+    broker_id: u64,
+) {
+    let image = controller.cache.image();
+    let peers_alive = image
+        .state
+        .brokers
+        .values()
+        .any(|b| b.alive && b.id != broker_id);
+    if !peers_alive {
+        // Last broker standing: nobody to hand off to, and no quorum to deregister with.
+        return;
+    }
+    // Deregister first, so that no peer moves a preferred leadership back to this broker.
+    let deregister = controller.propose(ControllerCommand::FenceBrokers {
+        ids: vec![broker_id],
+    });
+    match tokio::time::timeout(HANDOFF_TIMEOUT, deregister).await {
+        Ok(Ok(_)) => tracing::info!("deregistered from the controller"),
+        Ok(Err(err)) => tracing::warn!(%err, "could not deregister"),
+        Err(_) => tracing::warn!("deregistration timed out"),
+    }
+    partitions.hand_off_leadership(HANDOFF_TIMEOUT).await;
+    controller.hand_off_leadership(HANDOFF_TIMEOUT).await;
+}
+
+/// Every few seconds, move led partitions back to their preferred replicas.
+async fn run_leader_rebalancer(
+    partitions: Arc<PartitionRegistry>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(LEADER_REBALANCE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        partitions.restore_preferred_leaders().await;
+    }
 }
 
 async fn start_controller_group(

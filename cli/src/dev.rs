@@ -31,6 +31,7 @@ struct Broker {
     addr: String,
     log: PathBuf,
     child: Child,
+    reported_exit: bool,
 }
 
 /// Finds `strait-broker` beside this executable, else on the PATH.
@@ -71,6 +72,7 @@ fn spawn_broker(
         addr: addr.to_string(),
         log,
         child,
+        reported_exit: false,
     })
 }
 
@@ -135,10 +137,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {
                 for b in &mut brokers {
-                    if let Ok(Some(status)) = b.child.try_wait() {
-                        eprintln!("broker {} exited ({status}); see {}", b.id, b.log.display());
-                        stop_all(&mut brokers);
-                        return Ok(ExitCode::from(1));
+                    if !b.reported_exit && let Ok(Some(status)) = b.child.try_wait() {
+                        // A dev cluster is for experiments, killing brokers included: report
+                        // the exit and keep the others running.
+                        eprintln!("broker {} exited ({status}); the others keep running; see {}", b.id, b.log.display());
+                        b.reported_exit = true;
                     }
                 }
             }
@@ -226,20 +229,23 @@ async fn demo(client: &strait_client::Client, nodes: u16) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// SIGTERM every broker, wait for them to exit, SIGKILL whichever does not in time.
+/// Stops the brokers one at a time (SIGTERM, then SIGKILL after 15 s), so that each can
+/// hand its leaderships to brokers still running.
 fn stop_all(brokers: &mut Vec<Broker>) {
-    for b in brokers.iter() {
+    for b in brokers.iter_mut() {
+        if matches!(b.child.try_wait(), Ok(Some(_))) {
+            continue;
+        }
         // SAFETY: kill(2) with a child's pid and a valid signal number has no memory effects.
         unsafe {
             libc::kill(b.child.id() as libc::pid_t, libc::SIGTERM);
         }
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for b in brokers.iter_mut() {
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             match b.child.try_wait() {
                 Ok(Some(_)) | Err(_) => break,
                 Ok(None) if Instant::now() > deadline => {
+                    eprintln!("broker {} did not stop in time; killing it", b.id);
                     let _ = b.child.kill();
                     let _ = b.child.wait();
                     break;

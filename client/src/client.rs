@@ -208,6 +208,14 @@ impl Client {
             .ok_or_else(|| ClientError::UnknownTopic(format!("unknown topic `{name}`")))
     }
 
+    /// The number of partitions of `topic` (cheap: no clone of the topic's metadata).
+    pub(crate) async fn partition_count(&self, name: &str) -> Result<u32, ClientError> {
+        if let Some(topic) = self.fresh_snapshot().await?.topics.get(name) {
+            return Ok(topic.partitions.len() as u32);
+        }
+        Ok(self.topic(name).await?.partitions.len() as u32)
+    }
+
     /// The address of the leader of `topic`/`partition` according to the cache.
     pub(crate) async fn leader_addr(
         &self,
@@ -219,7 +227,7 @@ impl Client {
             ClientError::UnknownPartition(format!(
                 "topic `{topic}` has {} partitions, not {}",
                 info.partitions.len(),
-                partition + 1
+                partition.saturating_add(1)
             ))
         })?;
         let leader = p.leader.ok_or_else(|| {

@@ -155,7 +155,9 @@ impl PartitionConsumer {
     }
 }
 
-/// Reads several partitions of one topic concurrently.
+/// Reads several partitions of one topic concurrently. Transient failures are retried
+/// for as long as the consumer lives; a permanent error (such as an offset out of range)
+/// is returned once by [`Consumer::next_record`] and stops that partition's reader.
 pub struct Consumer {
     rx: mpsc::Receiver<Result<Vec<ConsumedRecord>, ClientError>>,
     buffered: VecDeque<ConsumedRecord>,
@@ -182,11 +184,17 @@ impl Client {
             let tx = tx.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let result = consumer.poll().await;
+                    let result = match consumer.poll().await {
+                        Ok(records) if records.is_empty() => continue,
+                        // The cluster is still failing over: keep reading this partition.
+                        Err(err) if err.is_retriable() => {
+                            tracing::warn!(partition, %err, "fetch failing; retrying");
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                        other => other,
+                    };
                     let failed = result.is_err();
-                    if matches!(&result, Ok(records) if records.is_empty()) {
-                        continue;
-                    }
                     if tx.send(result).await.is_err() || failed {
                         return;
                     }

@@ -92,14 +92,13 @@ impl Producer {
         topic: &str,
         record: ProducerRecord,
     ) -> Result<DeliveryFuture, ClientError> {
-        let topic_info = self.client.topic(topic).await?;
-        let partitions = topic_info.partitions.len() as u32;
+        let partitions = self.client.partition_count(topic).await?;
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if p < partitions => p,
             (Some(p), _) => {
                 return Err(ClientError::UnknownPartition(format!(
                     "topic `{topic}` has {partitions} partitions, not {}",
-                    p + 1
+                    p.saturating_add(1)
                 )));
             }
             (None, Some(key)) => partition_for_key(key, partitions),

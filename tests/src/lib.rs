@@ -39,6 +39,18 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// Held while a test runs brokers; see [`cluster_lock`].
+pub struct ClusterLock {
+    _guard: MutexGuard<'static, ()>,
+}
+
+/// Serializes tests that start clusters (every [`Cluster`] holds one too).
+pub fn cluster_lock() -> ClusterLock {
+    ClusterLock {
+        _guard: CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner()),
+    }
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -78,6 +90,10 @@ impl BrokerProcess {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -90,14 +106,14 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     seeds: String,
     pub brokers: Vec<BrokerProcess>,
-    _lock: MutexGuard<'static, ()>,
+    _lock: ClusterLock,
 }
 
 impl Cluster {
     /// Starts `n` brokers (the first three are the controller voters) and waits until all
     /// are registered and alive.
     pub async fn start(n: usize) -> anyhow::Result<Cluster> {
-        let lock = CLUSTER_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = cluster_lock();
         let dir = tempfile::Builder::new().prefix("strait-test-").tempdir()?;
         let addrs: Vec<String> = (0..n)
             .map(|_| format!("127.0.0.1:{}", free_port()))

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use strait_client::{Client, ConsumedRecord, OffsetSpec, PartitionConsumer, ProducerRecord};
+use strait_client::{
+    Client, ConsumedRecord, ConsumerConfig, OffsetSpec, PartitionConsumer, ProducerRecord,
+};
 use strait_tests::{Cluster, binary, wait_until};
 use tokio::sync::Mutex;
 
@@ -374,5 +376,104 @@ async fn fourth_broker_joins_and_hosts_new_topics() -> anyhow::Result<()> {
     let acked = produce_all(&client, "on-four", vec![("a".into(), "hello four".into())]).await?;
     let read = read_topic(&client, "on-four").await?;
     assert_acked_present(&acked, &read);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_long_polls_and_respects_max_bytes() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let client = cluster.client().await?;
+    client.create_topic("poll", 1, 3).await?;
+    client
+        .wait_for_leaders("poll", Duration::from_secs(30))
+        .await?;
+    let producer = client.producer(Default::default());
+
+    // A consumer waiting at the end of the log gets the record as soon as it is committed.
+    let config = ConsumerConfig {
+        max_wait: Duration::from_secs(20),
+        ..Default::default()
+    };
+    let mut consumer =
+        PartitionConsumer::new(client.clone(), "poll", 0, OffsetSpec::Latest, config).await?;
+    let waiting = tokio::spawn(async move { consumer.poll().await });
+    producer
+        .send_and_wait("poll", ProducerRecord::new("first"))
+        .await?;
+    let records = waiting.await??;
+    assert_eq!(
+        records.len(),
+        1,
+        "the long poll returned the new record, not an empty answer"
+    );
+    assert_eq!(records[0].value.as_ref(), b"first");
+
+    // max_bytes bounds a response, but at least one record always comes back.
+    let values: Vec<(String, String)> = (0..50)
+        .map(|i| ("k".to_string(), format!("{i:0>100}")))
+        .collect();
+    produce_all(&client, "poll", values).await?;
+    let small = ConsumerConfig {
+        max_bytes: 350,
+        max_wait: Duration::ZERO,
+    };
+    let mut consumer =
+        PartitionConsumer::new(client.clone(), "poll", 0, OffsetSpec::At(1), small).await?;
+    let records = consumer.poll().await?;
+    assert!(
+        (1..=3).contains(&records.len()),
+        "{} records for 350 bytes",
+        records.len()
+    );
+    let tiny = ConsumerConfig {
+        max_bytes: 1,
+        max_wait: Duration::ZERO,
+    };
+    let mut consumer =
+        PartitionConsumer::new(client.clone(), "poll", 0, OffsetSpec::At(1), tiny).await?;
+    assert_eq!(consumer.poll().await?.len(), 1);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_topic_is_removed_everywhere_and_its_name_reusable() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let client = cluster.client().await?;
+    client.create_topic("gone", 2, 3).await?;
+    client
+        .wait_for_leaders("gone", Duration::from_secs(30))
+        .await?;
+    produce_all(&client, "gone", vec![("k".into(), "old".into())]).await?;
+    client.delete_topic("gone").await?;
+    assert!(client.list_topics().await?.iter().all(|t| t.name != "gone"));
+    let err = client.describe_topic("gone").await.expect_err("deleted");
+    assert!(
+        matches!(err, strait_client::ClientError::UnknownTopic(_)),
+        "{err}"
+    );
+    // Every broker stopped both replicas and deleted their data.
+    for broker in &cluster.brokers {
+        let log = broker.log_path().to_path_buf();
+        wait_until(
+            "replicas removed on every broker",
+            Duration::from_secs(20),
+            || {
+                let log = log.clone();
+                async move {
+                    let text = std::fs::read_to_string(&log).ok()?;
+                    (text.matches("removed partition replica topic=gone").count() == 2)
+                        .then_some(())
+                }
+            },
+        )
+        .await?;
+    }
+    // The name can be used again, by a brand-new log.
+    client.create_topic("gone", 1, 3).await?;
+    client
+        .wait_for_leaders("gone", Duration::from_secs(30))
+        .await?;
+    let acked = produce_all(&client, "gone", vec![("k".into(), "new".into())]).await?;
+    assert_eq!(acked.keys().next(), Some(&(0, 0)));
     Ok(())
 }

@@ -4,38 +4,18 @@
 use std::collections::BTreeMap;
 
 use super::Controller;
-use super::state::{ControllerCommand, ControllerReply, Rejection, TopicRecord};
+use super::state::{
+    ControllerCommand, ControllerReply, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, Rejection, TopicRecord,
+    check_topic_name,
+};
 use crate::error::BrokerError;
 
-/// Most partitions one topic may have.
-pub const MAX_PARTITIONS: u32 = 10_000;
-/// Longest topic name (Kafka's limit).
-pub const MAX_TOPIC_NAME_LEN: usize = 249;
-
-/// Checks a topic name: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+/// Checks a topic name (see [`check_topic_name`]) as a client error.
 pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
-    let invalid = |reason: &str| BrokerError::InvalidTopicName {
+    check_topic_name(name).map_err(|reason| BrokerError::InvalidTopicName {
         name: name.chars().take(MAX_TOPIC_NAME_LEN + 1).collect(),
-        reason: reason.into(),
-    };
-    if name.is_empty() {
-        return Err(invalid("the name is empty"));
-    }
-    if name.len() > MAX_TOPIC_NAME_LEN {
-        return Err(invalid("longer than 249 characters"));
-    }
-    if name == "." || name == ".." {
-        return Err(invalid("`.` and `..` are reserved"));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(invalid(&format!(
-            "character {bad:?} is not allowed (use letters, digits, '.', '_' and '-')"
-        )));
-    }
-    Ok(())
+        reason,
+    })
 }
 
 fn rejection_to_error(rejection: Rejection) -> BrokerError {
@@ -43,6 +23,7 @@ fn rejection_to_error(rejection: Rejection) -> BrokerError {
         Rejection::TopicAlreadyExists(name) => BrokerError::TopicAlreadyExists(name),
         Rejection::UnknownTopic(name) => BrokerError::UnknownTopic(name),
         Rejection::Placement(err) => BrokerError::InvalidReplicationFactor(err.to_string()),
+        Rejection::InvalidTopic(problem) => BrokerError::InvalidRequest(problem),
     }
 }
 

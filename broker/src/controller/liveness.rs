@@ -70,7 +70,13 @@ pub async fn handle_heartbeat(
             leader: controller.hint(),
         });
     };
-    if !raft.is_leader() {
+    // A leader cut off from its quorum still believes it leads for a while; a lease
+    // check keeps it from renewing sessions it can no longer vouch for.
+    if raft
+        .ensure_linearizable(openraft::raft::ReadPolicy::LeaseRead)
+        .await
+        .is_err()
+    {
         return Err(BrokerError::NotController {
             leader: controller.hint(),
         });

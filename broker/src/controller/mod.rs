@@ -88,6 +88,20 @@ impl Controller {
         })
     }
 
+    /// If this broker leads the controller group, hands leadership to another voter.
+    pub async fn hand_off_leadership(&self, timeout: Duration) {
+        let Some(raft) = &self.raft else { return };
+        let image = self.cache.image();
+        let target = raft.voter_ids().find(|id| {
+            *id != self.broker_id && image.state.brokers.get(id).is_some_and(|b| b.alive)
+        });
+        if let Some(target) = target
+            && !crate::raft::transfer_leadership(raft, target, timeout).await
+        {
+            tracing::warn!(target, "controller leadership hand-off timed out");
+        }
+    }
+
     /// Applies `command` through the local group; only succeeds on the controller leader.
     pub async fn propose_local(
         &self,

@@ -8,6 +8,34 @@ use serde::{Deserialize, Serialize};
 
 use super::placement::{PlacementError, place_replicas};
 
+/// Most partitions one topic may have.
+pub const MAX_PARTITIONS: u32 = 10_000;
+/// Longest topic name (Kafka's limit).
+pub const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Checks a topic name: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+/// Returns what is wrong with it.
+pub fn check_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the name is empty".into());
+    }
+    if name.len() > MAX_TOPIC_NAME_LEN {
+        return Err("longer than 249 characters".into());
+    }
+    if name == "." || name == ".." {
+        return Err("`.` and `..` are reserved".into());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "character {bad:?} is not allowed (use letters, digits, '.', '_' and '-')"
+        ));
+    }
+    Ok(())
+}
+
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRecord {
@@ -113,6 +141,8 @@ pub enum Rejection {
     UnknownTopic(String),
     #[error("{0}")]
     Placement(#[from] PlacementError),
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
 }
 
 /// The outcome of applying a command.
@@ -186,6 +216,17 @@ impl ClusterState {
         replication_factor: u32,
         configs: BTreeMap<String, String>,
     ) -> ControllerReply {
+        // Validated again here, deterministically, whatever the proposer checked: a bad
+        // command must be refused by every voter, never make one of them fail.
+        if let Err(problem) = check_topic_name(&name) {
+            return ControllerReply::Rejected(Rejection::InvalidTopic(problem));
+        }
+        if partitions == 0 || partitions > MAX_PARTITIONS || !configs.is_empty() {
+            return ControllerReply::Rejected(Rejection::InvalidTopic(format!(
+                "{partitions} partitions and {} configs requested; allowed are 1 to {MAX_PARTITIONS} partitions and no configs",
+                configs.len()
+            )));
+        }
         if self.topics.contains_key(&name) {
             return ControllerReply::Rejected(Rejection::TopicAlreadyExists(name));
         }
@@ -226,8 +267,9 @@ impl ClusterState {
         else {
             return;
         };
-        // A report from an older term is stale: a newer leader already took over.
-        if update.term < partition.leader_term {
+        // A report from an older term is stale: a newer leader already took over. Only a
+        // replica of the partition can lead it.
+        if update.term < partition.leader_term || !partition.replicas.contains(&update.leader) {
             return;
         }
         partition.leader = Some(update.leader);
@@ -339,6 +381,30 @@ mod tests {
         state.apply(update(1, 4));
         let (_, _, p) = state.partition_by_group(1).expect("exists");
         assert_eq!((p.leader, p.leader_term), (Some(2), 5));
+    }
+
+    #[test]
+    fn invalid_topics_are_refused_when_applied() {
+        let mut state = ClusterState::new();
+        register(&mut state, 1);
+        for (name, partitions) in [
+            ("ok", 0),
+            ("ok", MAX_PARTITIONS + 1),
+            ("bad/name", 1),
+            ("", 1),
+        ] {
+            let reply = state.apply(ControllerCommand::CreateTopic {
+                name: name.into(),
+                partitions,
+                replication_factor: 1,
+                configs: BTreeMap::new(),
+            });
+            assert!(
+                matches!(reply, ControllerReply::Rejected(Rejection::InvalidTopic(_))),
+                "{name} {partitions}"
+            );
+        }
+        assert!(state.topics.is_empty());
     }
 
     #[test]

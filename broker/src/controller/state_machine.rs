@@ -77,12 +77,26 @@ impl ControllerStateMachine {
     }
 }
 
+/// Serializes snapshot writes: a build running in the background must not overwrite a
+/// newer snapshot installed meanwhile (the log below it may be purged already).
+static SNAPSHOT_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 async fn save_snapshot_and_sync(store: &Store, snapshot: &StoredSnapshot) -> io::Result<()> {
-    let cf = store.cf(crate::storage::CF_SNAPSHOT);
-    store
-        .db()
-        .put_cf(cf, CONTROLLER_GROUP.to_be_bytes(), encode(snapshot)?)
-        .map_err(io::Error::other)?;
+    {
+        let _guard = SNAPSHOT_WRITE.lock().unwrap_or_else(|e| e.into_inner());
+        let cf = store.cf(crate::storage::CF_SNAPSHOT);
+        let key = CONTROLLER_GROUP.to_be_bytes();
+        if let Some(bytes) = store.db().get_cf(cf, key).map_err(io::Error::other)? {
+            let current: StoredSnapshot = decode(&bytes)?;
+            if current.meta.last_log_id >= snapshot.meta.last_log_id {
+                return Ok(());
+            }
+        }
+        store
+            .db()
+            .put_cf(cf, key, encode(snapshot)?)
+            .map_err(io::Error::other)?;
+    }
     store.flusher().sync().await
 }
 

@@ -3,6 +3,7 @@
 //! stops (and deletes) the groups of deleted topics.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use super::state_machine::PartitionStateMachine;
 use crate::controller::state::{ClusterState, PartitionRecord};
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::{ClusterImage, MetadataCache};
-use crate::raft::{GroupNetworkFactory, PeerPool, partition_config};
+use crate::raft::{GroupNetworkFactory, PeerPool, partition_config, transfer_leadership};
 use crate::storage::{RaftLogStore, Store};
 
 /// How long a non-preferred replica waits for the preferred one to form the group before
@@ -29,6 +30,9 @@ pub struct PartitionRegistry {
     cache: MetadataCache,
     limits: Limits,
     groups: RwLock<HashMap<u64, Arc<PartitionReplica>>>,
+    /// Whether orphaned data was swept since start-up (once is enough: later deletions
+    /// are handled as they happen).
+    swept: AtomicBool,
 }
 
 impl PartitionRegistry {
@@ -46,6 +50,7 @@ impl PartitionRegistry {
             cache,
             limits,
             groups: RwLock::new(HashMap::new()),
+            swept: AtomicBool::new(false),
         }
     }
 
@@ -91,6 +96,60 @@ impl PartitionRegistry {
             .collect()
     }
 
+    /// Hands the leadership of every group this broker leads to an in-sync peer, so that
+    /// a clean shutdown does not leave partitions leaderless for an election timeout.
+    pub async fn hand_off_leadership(&self, timeout: Duration) {
+        let image = self.cache.image();
+        let alive = |id: &u64| image.state.brokers.get(id).is_some_and(|b| b.alive);
+        let handoffs = self.all().into_iter().filter_map(|replica| {
+            let (_, isr) = replica.leader_report()?;
+            // A target missing entries would ignore the transfer and stall writes.
+            let target = isr.into_iter().find(|id| {
+                *id != self.broker_id && alive(id) && replica.follower_fully_caught_up(*id)
+            })?;
+            Some(async move {
+                if !transfer_leadership(replica.raft(), target, timeout).await {
+                    tracing::warn!(
+                        group = replica.group_id,
+                        target,
+                        "leadership hand-off timed out"
+                    );
+                }
+            })
+        });
+        futures::future::join_all(handoffs).await;
+    }
+
+    /// Moves leadership back to each partition's preferred replica (the first one) when
+    /// that broker is alive and caught up, so leaders stay spread as placed.
+    pub async fn restore_preferred_leaders(&self) {
+        let image = self.cache.image();
+        for replica in self.all() {
+            if replica.leader_report().is_none() {
+                continue;
+            }
+            let Some(record) = image
+                .state
+                .partition_by_group(replica.group_id)
+                .map(|(_, _, p)| p)
+            else {
+                continue;
+            };
+            let Some(&preferred) = record.replicas.first() else {
+                continue;
+            };
+            let alive = image.state.brokers.get(&preferred).is_some_and(|b| b.alive);
+            if preferred != self.broker_id && alive && replica.follower_fully_caught_up(preferred) {
+                tracing::info!(
+                    group = replica.group_id,
+                    preferred,
+                    "moving leadership to the preferred replica"
+                );
+                transfer_leadership(replica.raft(), preferred, Duration::from_secs(3)).await;
+            }
+        }
+    }
+
     /// Follows the metadata image until `shutdown` fires, then stops every group.
     pub async fn run_reconciler(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut images = self.cache.subscribe();
@@ -128,6 +187,7 @@ impl PartitionRegistry {
         for group in running.iter().filter(|g| !wanted.contains_key(g)) {
             self.remove(*group).await;
         }
+        self.sweep_orphans(image, &wanted).await;
         for (group, (topic, partition, record)) in wanted {
             if running.contains(&group) {
                 continue;
@@ -137,6 +197,35 @@ impl PartitionRegistry {
                 .await
             {
                 tracing::error!(%topic, partition, group, %err, "cannot start partition replica");
+            }
+        }
+    }
+
+    /// Deletes the data of partition groups deleted while this broker was down. Group ids
+    /// are never reused, so a stored group below the image's `next_group_id` that the
+    /// image does not place here is gone for good.
+    async fn sweep_orphans<T>(&self, image: &ClusterImage, wanted: &HashMap<u64, T>) {
+        if image.version == 0 || self.swept.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let stored = match self.store.group_ids() {
+            Ok(stored) => stored,
+            Err(err) => {
+                tracing::warn!(%err, "cannot list stored groups");
+                return;
+            }
+        };
+        for group in stored {
+            let orphan =
+                group != 0 && group < image.state.next_group_id && !wanted.contains_key(&group);
+            if orphan && self.by_group(group).is_none() {
+                tracing::info!(
+                    group,
+                    "deleting the data of a partition deleted while this broker was away"
+                );
+                if let Err(err) = self.store.delete_group_and_sync(group).await {
+                    tracing::warn!(group, %err, "cannot delete orphaned partition data");
+                }
             }
         }
     }

@@ -28,6 +28,8 @@ pub struct Limits {
 const MAX_FETCH_BYTES: usize = 8 * 1024 * 1024;
 /// Longest long-poll a broker honours.
 const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
+/// Longest produce timeout a client may ask for.
+const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A follower this many entries behind the leader's log is out of the in-sync set.
 const ISR_MAX_LAG_ENTRIES: u64 = 1000;
 
@@ -105,7 +107,9 @@ impl PartitionReplica {
             )));
         }
         self.ensure_leader()?;
-        let timeout = timeout.unwrap_or(self.limits.produce_timeout);
+        let timeout = timeout
+            .unwrap_or(self.limits.produce_timeout)
+            .min(MAX_PRODUCE_TIMEOUT);
         let write = self.raft.client_write(PartitionCommand::Append { records });
         match tokio::time::timeout(timeout, write).await {
             Err(_) => Err(BrokerError::Timeout(format!(
@@ -130,10 +134,30 @@ impl PartitionReplica {
         }
     }
 
-    /// The log start offset and the high watermark.
-    pub fn offsets(&self) -> Result<(u64, u64), BrokerError> {
+    /// The log start offset and the high watermark, as of everything committed so far.
+    pub async fn offsets(&self) -> Result<(u64, u64), BrokerError> {
         self.ensure_leader()?;
+        self.catch_up_high_watermark().await?;
         Ok((0, self.index.high_watermark()))
+    }
+
+    /// Waits until this leader has applied everything committed in the cluster, so a
+    /// newly elected leader does not report a high watermark below acknowledged records.
+    async fn catch_up_high_watermark(&self) -> Result<(), BrokerError> {
+        match self
+            .raft
+            .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(
+                forward,
+            ))) => Err(self.not_leader(forward.leader_id)),
+            Err(err) => Err(BrokerError::Unavailable(format!(
+                "cannot confirm leadership of {}/{}: {err}",
+                self.topic, self.partition
+            ))),
+        }
     }
 
     /// Reads committed records from `offset`, up to about `max_bytes`, waiting up to
@@ -150,10 +174,7 @@ impl PartitionReplica {
         if offset > high_watermark {
             // A newly elected leader may not have applied everything committed yet: make
             // sure the high watermark is current before calling the offset out of range.
-            let _ = self
-                .raft
-                .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
-                .await;
+            self.catch_up_high_watermark().await?;
             high_watermark = self.index.high_watermark();
             if offset > high_watermark {
                 return Err(BrokerError::OffsetOutOfRange {
@@ -201,7 +222,12 @@ impl PartitionReplica {
                         "log entry {log_index} is not a record batch"
                     )));
                 };
-                debug_assert_eq!(records.len() as u32, count);
+                if records.len() as u32 != count {
+                    return Err(BrokerError::Internal(format!(
+                        "log entry {log_index} holds {} records, the index says {count}",
+                        records.len()
+                    )));
+                }
                 for (i, record) in records.into_iter().enumerate() {
                     let record_offset = base + i as u64;
                     if record_offset < next || record_offset >= high_watermark {
@@ -220,6 +246,18 @@ impl PartitionReplica {
             }
         }
         Ok(batch)
+    }
+
+    /// Whether this replica leads and `follower` has every entry of its log.
+    pub fn follower_fully_caught_up(&self, follower: u64) -> bool {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let Some(replication) = metrics.replication.as_ref() else {
+            return false;
+        };
+        let last = metrics.last_log_index;
+        replication
+            .get(&follower)
+            .is_some_and(|matched| matched.as_ref().map(|m| m.index()) == last)
     }
 
     /// `(term, in-sync replicas)` when this replica leads its group.

@@ -15,10 +15,15 @@ pub struct StoredRecord {
     pub headers: Vec<(String, Bytes)>,
 }
 
+/// What a record costs beyond its key, value and headers (offset, timestamp, framing),
+/// charged so that empty records still count against size limits.
+pub const RECORD_OVERHEAD_BYTES: usize = 32;
+
 impl StoredRecord {
     /// Bytes the record occupies for size limits and fetch budgets.
     pub fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, |k| k.len())
+        RECORD_OVERHEAD_BYTES
+            + self.key.as_ref().map_or(0, |k| k.len())
             + self.value.len()
             + self
                 .headers

@@ -6,9 +6,11 @@
 //! `partition::types`); this module is generic over them.
 
 mod inbound;
+mod leadership;
 mod network;
 mod timing;
 
 pub use inbound::{RaftRpcKind, serve_rpc};
+pub use leadership::transfer_leadership;
 pub use network::{GroupNetworkFactory, MAX_RAFT_MESSAGE_BYTES, PeerPool};
 pub use timing::{controller_config, partition_config};

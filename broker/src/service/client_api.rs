@@ -115,7 +115,7 @@ impl Strait for ClientApi {
             .partitions
             .get(&request.topic, request.partition)
             .map_err(to_status)?;
-        let (log_start_offset, high_watermark) = replica.offsets().map_err(to_status)?;
+        let (log_start_offset, high_watermark) = replica.offsets().await.map_err(to_status)?;
         Ok(Response::new(ListOffsetsResponse {
             log_start_offset,
             high_watermark,

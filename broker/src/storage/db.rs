@@ -80,6 +80,34 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Ids of every group with state in this store (scans one key per group).
+    pub fn group_ids(&self) -> Result<Vec<GroupId>, StoreError> {
+        let cf = self.cf(CF_META);
+        let mut groups = Vec::new();
+        let mut next = 0u64;
+        loop {
+            let start = group_key(next);
+            let mut iter = self.db.iterator_cf(
+                cf,
+                rocksdb::IteratorMode::From(&start, rocksdb::Direction::Forward),
+            );
+            let Some(item) = iter.next() else { break };
+            let (key, _) = item?;
+            let Some(bytes) = key.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) else {
+                break;
+            };
+            let group = u64::from_be_bytes(bytes);
+            groups.push(group);
+            match group.checked_add(1) {
+                Some(n) => next = n,
+                None => break,
+            }
+        }
+        Ok(groups)
+    }
+}
+
 pub(crate) fn group_key(group: GroupId) -> [u8; 8] {
     group.to_be_bytes()
 }

@@ -24,6 +24,9 @@ const TAG_VOTE: u8 = 1;
 const TAG_COMMITTED: u8 = 2;
 const TAG_LAST_PURGED: u8 = 3;
 
+/// Most entry bytes openraft reads for one AppendEntries (the transport allows 256 MiB).
+const REPLICATION_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
 /// Serializes a value stored on disk or sent between brokers.
 pub fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     rmp_serde::to_vec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
@@ -83,9 +86,21 @@ impl<C: RaftTypeConfig> RaftLogStore<C> {
 
     /// Reads the entries with indexes in `[start, end)` that are present.
     pub fn read_range(&self, start: u64, end: u64) -> io::Result<Vec<C::Entry>> {
+        self.read_range_limited(start, end, usize::MAX)
+    }
+
+    /// Like [`read_range`](Self::read_range), but stops once the entries read add up to
+    /// `byte_budget` (always returning at least one entry when the range is not empty).
+    pub fn read_range_limited(
+        &self,
+        start: u64,
+        end: u64,
+        byte_budget: usize,
+    ) -> io::Result<Vec<C::Entry>> {
         let cf = self.store.cf(CF_LOG);
         let from = log_key(self.group, start);
         let mut entries = Vec::new();
+        let mut bytes = 0usize;
         for item in self
             .store
             .db()
@@ -98,9 +113,10 @@ impl<C: RaftTypeConfig> RaftLogStore<C> {
             let Some(index) = index_of_log_key(&key) else {
                 break;
             };
-            if index >= end {
+            if index >= end || (!entries.is_empty() && bytes + value.len() > byte_budget) {
                 break;
             }
+            bytes += value.len();
             entries.push(decode::<C::Entry>(&value)?);
         }
         Ok(entries)
@@ -164,6 +180,15 @@ where
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
         self.get_meta(TAG_VOTE)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        // Keeps every AppendEntries well below the transport's message limit.
+        self.read_range_limited(start, end, REPLICATION_BATCH_BYTES)
     }
 }
 
