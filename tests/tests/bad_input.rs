@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use prost::Message;
 use strait_client::{ClientError, ErrorCode, OffsetSpec, PartitionConsumer, ProducerRecord};
 use strait_proto::internal::RaftMessage;
 use strait_proto::internal::raft_transport_client::RaftTransportClient;
+use strait_proto::v1::strait_client::StraitClient;
+use strait_proto::v1::{ErrorDetail, ProduceRequest, Record};
 use strait_tests::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,6 +100,29 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
         }
         other => panic!("expected OFFSET_OUT_OF_RANGE, got {other:?}"),
     }
+
+    // A broker that does not lead a partition says so and names the leader.
+    let info = client.topic("good").await?;
+    let leader = info.partitions[0].leader.expect("a leader");
+    let leader_addr = cluster.addrs()[(leader - 1) as usize].clone();
+    let follower_addr = cluster.addrs()[(leader % 3) as usize].clone();
+    let mut follower = StraitClient::connect(format!("http://{follower_addr}")).await?;
+    let status = follower
+        .produce(ProduceRequest {
+            topic: "good".into(),
+            partition: 0,
+            records: vec![Record {
+                value: Bytes::from_static(b"misrouted"),
+                ..Default::default()
+            }],
+            timeout_ms: 0,
+        })
+        .await
+        .expect_err("a follower refuses produce");
+    let detail = ErrorDetail::decode(status.details())?;
+    assert_eq!(detail.code, ErrorCode::NotLeader as i32, "{status:?}");
+    assert_eq!(detail.leader_id, Some(leader));
+    assert_eq!(detail.leader_addr, leader_addr);
 
     // A peer sending garbage on the Raft transport is refused, not obeyed.
     let mut raft = RaftTransportClient::connect(format!("http://{}", cluster.addrs()[0])).await?;

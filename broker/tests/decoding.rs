@@ -1,0 +1,103 @@
+//! Bytes from peers and from disk are decoded with `storage::decode`: arbitrary input
+//! must yield an error, never a panic, and what the broker encodes must decode back.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use strait_broker::controller::state::{ControllerCommand, LeaderUpdate};
+use strait_broker::controller::types::ControllerRaftConfig;
+use strait_broker::metadata::ClusterImage;
+use strait_broker::partition::StoredRecord;
+use strait_broker::partition::types::{PartitionCommand, PartitionRaftConfig};
+use strait_broker::storage::{decode, encode};
+
+type PartitionEntry = openraft::alias::EntryOf<PartitionRaftConfig>;
+type ControllerAppend = openraft::raft::AppendEntriesRequest<ControllerRaftConfig>;
+type PartitionVote = openraft::raft::VoteRequest<PartitionRaftConfig>;
+
+fn record() -> impl Strategy<Value = StoredRecord> {
+    (
+        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..32)),
+        proptest::collection::vec(any::<u8>(), 0..256),
+        any::<i64>(),
+        proptest::collection::vec(
+            ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)),
+            0..3,
+        ),
+    )
+        .prop_map(|(key, value, timestamp_ms, headers)| StoredRecord {
+            key: key.map(Bytes::from),
+            value: Bytes::from(value),
+            timestamp_ms,
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k, Bytes::from(v)))
+                .collect(),
+        })
+}
+
+fn command() -> impl Strategy<Value = ControllerCommand> {
+    prop_oneof![
+        (any::<u64>(), "[a-z0-9.:]{0,20}").prop_map(|(id, addr)| {
+            ControllerCommand::RegisterBroker {
+                id,
+                addr,
+                roles: vec!["broker".into()],
+                rack: String::new(),
+            }
+        }),
+        proptest::collection::vec(any::<u64>(), 0..5)
+            .prop_map(|ids| ControllerCommand::FenceBrokers { ids }),
+        ("[a-z]{1,10}", any::<u32>(), any::<u32>()).prop_map(
+            |(name, partitions, replication_factor)| {
+                ControllerCommand::CreateTopic {
+                    name,
+                    partitions,
+                    replication_factor,
+                    configs: Default::default(),
+                }
+            }
+        ),
+        "[a-z]{1,10}".prop_map(|name| ControllerCommand::DeleteTopic { name }),
+        (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(group_id, leader, term)| {
+            ControllerCommand::UpdateLeaders {
+                updates: vec![LeaderUpdate {
+                    group_id,
+                    leader,
+                    term,
+                    isr: vec![leader],
+                }],
+            }
+        }),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoders(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = decode::<PartitionEntry>(&bytes);
+        let _ = decode::<ControllerAppend>(&bytes);
+        let _ = decode::<PartitionVote>(&bytes);
+        let _ = decode::<ControllerCommand>(&bytes);
+        let _ = decode::<ClusterImage>(&bytes);
+    }
+
+    #[test]
+    fn partition_commands_round_trip(records in proptest::collection::vec(record(), 0..20)) {
+        let command = PartitionCommand::Append { records };
+        let bytes = encode(&command).expect("encodes");
+        prop_assert_eq!(decode::<PartitionCommand>(&bytes).expect("decodes"), command);
+    }
+
+    #[test]
+    fn controller_commands_round_trip(command in command()) {
+        let bytes = encode(&command).expect("encodes");
+        prop_assert_eq!(decode::<ControllerCommand>(&bytes).expect("decodes"), command);
+    }
+
+    #[test]
+    fn truncated_encodings_are_errors(records in proptest::collection::vec(record(), 1..5), cut in 0usize..64) {
+        let bytes = encode(&PartitionCommand::Append { records }).expect("encodes");
+        let cut = cut.min(bytes.len() - 1);
+        prop_assert!(decode::<PartitionCommand>(&bytes[..cut]).is_err());
+    }
+}
