@@ -52,7 +52,7 @@ const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(1000);
 /// Bound on each step of a controlled shutdown.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
 /// How often leaders check whether a preferred replica should lead again.
-const LEADER_REBALANCE_INTERVAL: Duration = Duration::from_secs(10);
+const LEADER_REBALANCE_INTERVAL: Duration = Duration::from_secs(30);
 /// Largest message the client-facing services decode (a produce request plus framing).
 const CLIENT_MESSAGE_SLACK: usize = 1024 * 1024;
 

@@ -51,11 +51,44 @@ pub fn cluster_lock() -> ClusterLock {
     }
 }
 
+/// The kernel's ephemeral port range; outgoing connections take their local ports
+/// from it, so a port picked there could be taken between our check and the broker's bind.
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| {
+            let mut parts = text.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((parts.next()??, parts.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// A run of `n` consecutive loopback ports that are free now and lie outside the
+/// ephemeral range.
+pub fn free_ports(n: u16) -> u16 {
+    let (low, high) = ephemeral_range();
+    let (start, end) = if low > 12_000 {
+        (10_000, low - n)
+    } else {
+        (high.saturating_add(1), 65_000)
+    };
+    let span = u32::from(end.saturating_sub(start).max(1));
+    let seed = std::process::id()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+    for attempt in 0..2000u32 {
+        let offset = (seed.wrapping_add(attempt.wrapping_mul(7919))) % span;
+        let base = start + offset as u16;
+        if (0..n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {n} free consecutive loopback ports between {start} and {end}");
+}
+
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding an ephemeral loopback port")
+    free_ports(1)
 }
 
 /// Polls `check` every 100 ms until it yields `Some`, or fails after `timeout`.
@@ -115,8 +148,9 @@ impl Cluster {
     pub async fn start(n: usize) -> anyhow::Result<Cluster> {
         let lock = cluster_lock();
         let dir = tempfile::Builder::new().prefix("strait-test-").tempdir()?;
-        let addrs: Vec<String> = (0..n)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
+        let base = free_ports(n as u16);
+        let addrs: Vec<String> = (0..n as u16)
+            .map(|i| format!("127.0.0.1:{}", base + i))
             .collect();
         let seeds = addrs.iter().take(3).cloned().collect::<Vec<_>>().join(",");
         let mut cluster = Cluster {

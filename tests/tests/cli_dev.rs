@@ -10,22 +10,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use strait_tests::{binary, wait_until};
 
-/// Three consecutive free loopback ports.
-fn free_port_run() -> u16 {
-    for _ in 0..100 {
-        let probe = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let base = probe.local_addr().expect("addr").port();
-        drop(probe);
-        if base > 65000 {
-            continue;
-        }
-        if (0..3).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no run of three free ports");
-}
-
 struct Dev {
     child: Child,
     lines: mpsc::Receiver<String>,
@@ -119,7 +103,7 @@ fn strait(brokers: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<S
 async fn dev_cluster_stops_cleanly_and_comes_back_with_its_data() -> anyhow::Result<()> {
     let _lock = strait_tests::cluster_lock();
     let dir = tempfile::tempdir()?;
-    let base = free_port_run();
+    let base = strait_tests::free_ports(3);
     let brokers = (0..3)
         .map(|i| format!("127.0.0.1:{}", base + i))
         .collect::<Vec<_>>()

@@ -139,6 +139,7 @@ async fn three_brokers_replicate_and_serve_records_in_order() -> anyhow::Result<
         .args(["topic", "produce", "orders", "--key-separator", ":"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .spawn()?;
     {
         use std::io::Write;
@@ -146,12 +147,24 @@ async fn three_brokers_replicate_and_serve_records_in_order() -> anyhow::Result<
         stdin.write_all(input.as_bytes())?;
     }
     let output = cli.wait_with_output()?;
-    assert!(output.status.success(), "strait topic produce failed");
+    assert!(
+        output.status.success(),
+        "strait topic produce failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let summary: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     assert_eq!(summary["produced"], 2_000, "{summary}");
 
     let read = read_topic(&client, "orders").await?;
-    assert_eq!(read.len(), 12_000, "every record is consumed back");
+    let mut values: Vec<&[u8]> = read.values().map(|r| r.value.as_ref()).collect();
+    values.sort();
+    let total = values.len();
+    values.dedup();
+    assert_eq!(
+        (total, values.len()),
+        (12_000, 12_000),
+        "every record is consumed back exactly once (read, distinct)"
+    );
     assert_contiguous(&read);
     assert_acked_present(&acked, &read);
 

@@ -19,8 +19,8 @@ use crate::metadata::{ClusterImage, MetadataCache};
 use crate::raft::{GroupNetworkFactory, PeerPool, partition_config, transfer_leadership};
 use crate::storage::{RaftLogStore, Store};
 
-/// How long a non-preferred replica waits for the preferred one to form the group before
-/// it initializes the group itself (with the same membership, which is safe).
+/// How often a non-preferred replica of a new group checks whether it must form the group
+/// itself because the preferred replica's broker is down.
 const FALLBACK_INIT_DELAY: Duration = Duration::from_secs(4);
 
 pub struct PartitionRegistry {
@@ -256,8 +256,13 @@ impl PartitionRegistry {
                 (*id, BasicNode { addr })
             })
             .collect();
-        let preferred = record.replicas.first() == Some(&self.broker_id);
-        tokio::spawn(initialize_group(raft.clone(), members, preferred));
+        tokio::spawn(initialize_group(
+            raft.clone(),
+            members,
+            record.replicas.first().copied(),
+            self.broker_id,
+            self.cache.clone(),
+        ));
         tracing::info!(%topic, partition, group, "started partition replica");
         let replica = PartitionReplica {
             topic,
@@ -294,36 +299,49 @@ impl PartitionRegistry {
     }
 }
 
-/// Forms a new group: the preferred leader initializes it at once, the other replicas
-/// only if no leader showed up in time. Every replica uses the same membership, so
-/// several initializations cannot disagree.
+/// Forms a new group. The preferred leader initializes it at once, so that it becomes
+/// the first leader and no leadership move is needed later. The other replicas
+/// initialize it themselves only if no leader appeared and the preferred broker is down
+/// (openraft accepts the same membership from several replicas, so this is safe).
 async fn initialize_group(
     raft: super::types::PartitionRaft,
     members: BTreeMap<u64, BasicNode>,
-    preferred: bool,
+    preferred_broker: Option<u64>,
+    local_broker: u64,
+    cache: MetadataCache,
 ) {
     if raft.is_initialized().await.unwrap_or(true) {
         return;
     }
-    if !preferred {
+    if preferred_broker != Some(local_broker) {
         let mut metrics = raft.metrics();
-        let appeared = tokio::time::timeout(FALLBACK_INIT_DELAY, async {
-            loop {
-                let m = metrics.borrow_watched().clone();
-                if m.current_leader.is_some() || m.last_log_index.is_some() {
-                    return;
+        loop {
+            let appeared = tokio::time::timeout(FALLBACK_INIT_DELAY, async {
+                loop {
+                    let m = metrics.borrow_watched().clone();
+                    if m.current_leader.is_some() || m.last_log_index.is_some() {
+                        return;
+                    }
+                    if metrics.changed().await.is_err() {
+                        return;
+                    }
                 }
-                if metrics.changed().await.is_err() {
-                    return;
-                }
+            })
+            .await;
+            if appeared.is_ok() || raft.is_initialized().await.unwrap_or(true) {
+                return;
             }
-        })
-        .await;
-        if appeared.is_ok() {
-            return;
-        }
-        if raft.is_initialized().await.unwrap_or(true) {
-            return;
+            let preferred_alive = preferred_broker.is_some_and(|id| {
+                cache
+                    .image()
+                    .state
+                    .brokers
+                    .get(&id)
+                    .is_some_and(|b| b.alive)
+            });
+            if !preferred_alive {
+                break;
+            }
         }
     }
     match raft.initialize(members).await {
