@@ -1,0 +1,12 @@
+//! The segmented partition log (Kafka's layout: segment files named by base offset,
+//! CRC32C per batch, sparse index). So far: the frame format of one batch and one
+//! segment file with its sparse index and crash recovery.
+//!
+//! Not wired into the partition groups yet: the Raft log store over these segments,
+//! rolling, retention and the index files on disk come next (issue 3).
+
+pub mod format;
+pub mod segment;
+
+#[cfg(test)]
+mod tests;

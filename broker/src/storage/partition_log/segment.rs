@@ -1,0 +1,428 @@
+//! One segment file of a partition log. Batches are appended at the end; a sparse
+//! in-memory index (one entry every [`INDEX_INTERVAL_BYTES`]) maps Raft indexes, offsets
+//! and timestamps to file positions. Opening a segment scans it and verifies every frame:
+//! a torn or corrupt tail is cut off, reported, and never served.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::format::{
+    BatchHeader, FrameError, MAX_FRAME_BYTES, PREFIX_LEN, decode_batch, encode_batch,
+};
+
+/// Bytes between two sparse index entries.
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+
+/// One sparse index point: the batch starting at `position`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IndexPoint {
+    position: u64,
+    raft_index: u64,
+    base_offset: u64,
+    /// Largest record timestamp of every batch before `position`.
+    max_timestamp_before: i64,
+}
+
+/// What opening a segment had to cut off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub valid_bytes: u64,
+    pub dropped_bytes: u64,
+    pub reason: FrameError,
+}
+
+/// A batch read back: its header and payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredBatch {
+    pub header: BatchHeader,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    path: PathBuf,
+    file: File,
+    base_offset: u64,
+    size: u64,
+    index: Vec<IndexPoint>,
+    last_indexed_at: Option<u64>,
+    first: Option<BatchHeader>,
+    last: Option<BatchHeader>,
+    max_timestamp: i64,
+}
+
+impl Segment {
+    /// The file name of the segment starting at `base_offset` (Kafka's convention).
+    pub fn file_name(base_offset: u64) -> String {
+        format!("{base_offset:020}.log")
+    }
+
+    /// Creates an empty segment in `dir`; fails if the file exists.
+    pub fn create(dir: &Path, base_offset: u64) -> io::Result<Segment> {
+        let path = dir.join(Self::file_name(base_offset));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Segment {
+            path,
+            file,
+            base_offset,
+            size: 0,
+            index: Vec::new(),
+            last_indexed_at: None,
+            first: None,
+            last: None,
+            max_timestamp: i64::MIN,
+        })
+    }
+
+    /// Opens an existing segment, verifying every frame. A torn or corrupt tail is
+    /// truncated away (and the truncation synced) and described in the returned
+    /// [`Recovery`].
+    pub fn open(path: &Path, base_offset: u64) -> io::Result<(Segment, Option<Recovery>)> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let len = file.metadata()?.len();
+        let mut segment = Segment {
+            path: path.to_path_buf(),
+            file,
+            base_offset,
+            size: 0,
+            index: Vec::new(),
+            last_indexed_at: None,
+            first: None,
+            last: None,
+            max_timestamp: i64::MIN,
+        };
+        let mut reader = BufReader::with_capacity(1 << 20, segment.file.try_clone()?);
+        let mut frame = Vec::new();
+        let mut position = 0u64;
+        let failure = loop {
+            if position == len {
+                break None;
+            }
+            match read_frame(&mut reader, len - position, &mut frame) {
+                Ok(()) => {}
+                Err(reason) => break Some(reason),
+            }
+            match decode_batch(&frame) {
+                Ok((header, _, total)) => {
+                    if let Some(last) = segment.last
+                        && header.index != last.index + 1
+                    {
+                        break Some(FrameError::Corrupt("raft index out of sequence"));
+                    }
+                    segment.note_appended(&header, position);
+                    position += total as u64;
+                    segment.size = position;
+                }
+                Err(reason) => break Some(reason),
+            }
+        };
+        let recovery = match failure {
+            None => None,
+            Some(reason) => {
+                segment.file.set_len(position)?;
+                segment.file.sync_data()?;
+                Some(Recovery {
+                    valid_bytes: position,
+                    dropped_bytes: len - position,
+                    reason,
+                })
+            }
+        };
+        Ok((segment, recovery))
+    }
+
+    fn note_appended(&mut self, header: &BatchHeader, position: u64) {
+        let due = self
+            .last_indexed_at
+            .is_none_or(|at| position >= at + INDEX_INTERVAL_BYTES);
+        if due {
+            self.index.push(IndexPoint {
+                position,
+                raft_index: header.index,
+                base_offset: header.base_offset,
+                max_timestamp_before: self.max_timestamp,
+            });
+            self.last_indexed_at = Some(position);
+        }
+        if self.first.is_none() {
+            self.first = Some(*header);
+        }
+        self.last = Some(*header);
+        if header.record_count > 0 {
+            self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn base_offset(&self) -> u64 {
+        self.base_offset
+    }
+
+    /// Bytes in the file.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn first(&self) -> Option<&BatchHeader> {
+        self.first.as_ref()
+    }
+
+    pub fn last(&self) -> Option<&BatchHeader> {
+        self.last.as_ref()
+    }
+
+    /// Largest record timestamp in the segment (`i64::MIN` when it has no records).
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// Appends one batch (not synced; see [`Segment::sync`]). Raft indexes must follow
+    /// each other without gaps.
+    pub fn append(&mut self, header: &BatchHeader, payload: &[u8]) -> io::Result<()> {
+        if let Some(last) = self.last
+            && header.index != last.index + 1
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("append of index {} after {}", header.index, last.index),
+            ));
+        }
+        let mut frame = Vec::new();
+        encode_batch(header, payload, &mut frame);
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "batch too large",
+            ));
+        }
+        self.file.write_all_at(&frame, self.size)?;
+        let position = self.size;
+        self.size += frame.len() as u64;
+        self.note_appended(header, position);
+        Ok(())
+    }
+
+    /// Makes every appended byte durable (fdatasync).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    /// Reads the batch at `position`.
+    fn read_at(&self, position: u64) -> io::Result<(StoredBatch, u64)> {
+        let mut prefix = [0u8; PREFIX_LEN];
+        self.file.read_exact_at(&mut prefix, position)?;
+        let length = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        if length > MAX_FRAME_BYTES {
+            return Err(corrupt(&self.path, position, "length out of bounds"));
+        }
+        let mut frame = vec![0u8; 5 + length];
+        self.file.read_exact_at(&mut frame, position)?;
+        let (header, payload, total) =
+            decode_batch(&frame).map_err(|e| corrupt(&self.path, position, &e.to_string()))?;
+        Ok((
+            StoredBatch {
+                header,
+                payload: payload.to_vec(),
+            },
+            position + total as u64,
+        ))
+    }
+
+    /// Reads batches from `position` while `keep` accepts them, up to `max_bytes`
+    /// of payload (at least one batch).
+    fn scan_from(
+        &self,
+        mut position: u64,
+        max_bytes: usize,
+        mut keep: impl FnMut(&BatchHeader) -> Keep,
+    ) -> io::Result<Vec<StoredBatch>> {
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        while position < self.size {
+            let (batch, next) = self.read_at(position)?;
+            position = next;
+            match keep(&batch.header) {
+                Keep::Skip => continue,
+                Keep::Stop => break,
+                Keep::Take => {}
+            }
+            if !out.is_empty() && bytes + batch.payload.len() > max_bytes {
+                break;
+            }
+            bytes += batch.payload.len();
+            out.push(batch);
+        }
+        Ok(out)
+    }
+
+    /// Position of the last index point at or before the batch that `before` selects.
+    fn seek(&self, before: impl Fn(&IndexPoint) -> bool) -> u64 {
+        let i = self.index.partition_point(|p| before(p));
+        i.checked_sub(1).map_or(0, |i| self.index[i].position)
+    }
+
+    /// Batches with Raft indexes in `[start, end)`, up to about `max_bytes`.
+    pub fn read_indexes(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> io::Result<Vec<StoredBatch>> {
+        let position = self.seek(|p| p.raft_index <= start);
+        self.scan_from(position, max_bytes, |h| {
+            if h.index < start {
+                Keep::Skip
+            } else if h.index >= end {
+                Keep::Stop
+            } else {
+                Keep::Take
+            }
+        })
+    }
+
+    /// Batches holding offsets from `offset` on (the first may start before it), up to
+    /// about `max_bytes`. Non-record batches are skipped.
+    pub fn read_offsets(&self, offset: u64, max_bytes: usize) -> io::Result<Vec<StoredBatch>> {
+        let position = self.seek(|p| p.base_offset <= offset);
+        self.scan_from(position, max_bytes, |h| {
+            if h.record_count == 0 || h.next_offset() <= offset {
+                Keep::Skip
+            } else {
+                Keep::Take
+            }
+        })
+    }
+
+    /// The first offset whose batch has a record timestamp at or after `timestamp`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<u64>> {
+        if self.max_timestamp < timestamp {
+            return Ok(None);
+        }
+        let position = self.seek(|p| p.max_timestamp_before < timestamp);
+        let found = self.scan_from(position, 0, |h| {
+            if h.record_count > 0 && h.max_timestamp >= timestamp {
+                Keep::Take
+            } else {
+                Keep::Skip
+            }
+        })?;
+        Ok(found.first().map(|b| b.header.base_offset))
+    }
+
+    /// Removes every batch with a Raft index above `raft_index` (synced).
+    pub fn truncate_after(&mut self, raft_index: u64) -> io::Result<()> {
+        let Some(last) = self.last else { return Ok(()) };
+        if last.index <= raft_index {
+            return Ok(());
+        }
+        // Find the position of the first batch to drop and the header before it.
+        let mut position = self.seek(|p| p.raft_index <= raft_index);
+        let mut kept: Option<BatchHeader> = None;
+        let mut cut = None;
+        while position < self.size {
+            let (batch, next) = self.read_at(position)?;
+            if batch.header.index > raft_index {
+                cut = Some(position);
+                break;
+            }
+            kept = Some(batch.header);
+            position = next;
+        }
+        let Some(cut) = cut else { return Ok(()) };
+        self.file.set_len(cut)?;
+        self.file.sync_data()?;
+        self.size = cut;
+        self.index.retain(|p| p.position < cut);
+        self.last_indexed_at = self.index.last().map(|p| p.position);
+        if kept.is_none() {
+            // Everything before the cut is in earlier index intervals: rescan them.
+            kept = self
+                .scan_from(0, usize::MAX, |_| Keep::Take)?
+                .last()
+                .map(|b| b.header);
+        }
+        self.last = kept;
+        if self.last.is_none() {
+            self.first = None;
+        }
+        self.max_timestamp = self
+            .scan_from(0, usize::MAX, |h| {
+                if h.record_count > 0 {
+                    Keep::Take
+                } else {
+                    Keep::Skip
+                }
+            })?
+            .iter()
+            .map(|b| b.header.max_timestamp)
+            .max()
+            .unwrap_or(i64::MIN);
+        Ok(())
+    }
+}
+
+enum Keep {
+    Take,
+    Skip,
+    Stop,
+}
+
+fn corrupt(path: &Path, position: u64, what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{} at byte {position}: {what}", path.display()),
+    )
+}
+
+/// Reads the next frame into `frame`, bounded by the `remaining` bytes of the file.
+fn read_frame(
+    reader: &mut impl Read,
+    remaining: u64,
+    frame: &mut Vec<u8>,
+) -> Result<(), FrameError> {
+    let need_prefix = PREFIX_LEN as u64;
+    if remaining < need_prefix {
+        return Err(FrameError::Incomplete {
+            have: remaining as usize,
+            need: PREFIX_LEN,
+        });
+    }
+    frame.resize(PREFIX_LEN, 0);
+    reader
+        .read_exact(&mut frame[..])
+        .map_err(|_| FrameError::Incomplete {
+            have: 0,
+            need: PREFIX_LEN,
+        })?;
+    let length = u32::from_le_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
+    if frame[0] != super::format::MAGIC {
+        return Err(FrameError::Corrupt("unknown magic byte"));
+    }
+    if !(4..=MAX_FRAME_BYTES).contains(&length) {
+        return Err(FrameError::Corrupt("length out of bounds"));
+    }
+    let total = 5 + length;
+    if remaining < total as u64 {
+        return Err(FrameError::Incomplete {
+            have: remaining as usize,
+            need: total,
+        });
+    }
+    frame.resize(total, 0);
+    reader
+        .read_exact(&mut frame[PREFIX_LEN..])
+        .map_err(|_| FrameError::Incomplete {
+            have: PREFIX_LEN,
+            need: total,
+        })?;
+    Ok(())
+}

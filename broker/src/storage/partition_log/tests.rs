@@ -1,0 +1,168 @@
+//! Segment tests: append and read back, lookups, truncation, and recovery from a file
+//! cut at every byte of its last batch or with a flipped bit anywhere.
+
+use super::format::{BatchHeader, EntryKind, frame_len};
+use super::segment::{INDEX_INTERVAL_BYTES, Segment};
+
+fn batch(index: u64, base_offset: u64, count: u32, ts: i64) -> BatchHeader {
+    BatchHeader {
+        term: 1,
+        leader_node: 1,
+        index,
+        kind: if count == 0 {
+            EntryKind::Blank
+        } else {
+            EntryKind::Records
+        },
+        base_offset,
+        record_count: count,
+        first_timestamp: ts,
+        max_timestamp: ts + 10,
+    }
+}
+
+fn payload(index: u64) -> Vec<u8> {
+    format!("payload of entry {index} ").repeat(20).into_bytes()
+}
+
+/// Writes `n` batches of 3 records each (index i, offsets 3i..3i+3, timestamps 1000·i).
+fn filled(dir: &std::path::Path, n: u64) -> Segment {
+    let mut segment = Segment::create(dir, 0).expect("create");
+    for i in 0..n {
+        segment
+            .append(&batch(i, 3 * i, 3, 1000 * i as i64), &payload(i))
+            .expect("append");
+    }
+    segment.sync().expect("sync");
+    segment
+}
+
+#[test]
+fn appended_batches_read_back_by_index_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = filled(dir.path(), 200);
+    assert!(
+        segment.size() > 4 * INDEX_INTERVAL_BYTES,
+        "several index intervals"
+    );
+    let got = segment.read_indexes(50, 53, usize::MAX).expect("read");
+    let indexes: Vec<u64> = got.iter().map(|b| b.header.index).collect();
+    assert_eq!(indexes, vec![50, 51, 52]);
+    assert_eq!(got[0].payload, payload(50));
+    // Offset 301 is inside batch 100 (offsets 300..303).
+    let got = segment.read_offsets(301, 1).expect("read");
+    assert_eq!(got.len(), 1, "max_bytes still returns one batch");
+    assert_eq!(got[0].header.index, 100);
+    assert!(
+        segment
+            .read_offsets(600, usize::MAX)
+            .expect("read")
+            .is_empty()
+    );
+}
+
+#[test]
+fn timestamp_lookup_finds_the_first_batch_at_or_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = filled(dir.path(), 200);
+    // Batch i has timestamps 1000i..1000i+10.
+    assert_eq!(segment.offset_for_timestamp(0).expect("lookup"), Some(0));
+    assert_eq!(
+        segment.offset_for_timestamp(57_005).expect("lookup"),
+        Some(3 * 57)
+    );
+    assert_eq!(
+        segment.offset_for_timestamp(57_011).expect("lookup"),
+        Some(3 * 58)
+    );
+    assert_eq!(
+        segment.offset_for_timestamp(10_000_000).expect("lookup"),
+        None
+    );
+}
+
+#[test]
+fn appends_must_continue_the_raft_index() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut segment = filled(dir.path(), 3);
+    assert!(segment.append(&batch(5, 9, 1, 0), b"gap").is_err());
+    assert!(segment.append(&batch(3, 9, 1, 0), b"next").is_ok());
+}
+
+#[test]
+fn truncation_drops_the_suffix_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut segment = filled(dir.path(), 100);
+    segment.truncate_after(41).expect("truncate");
+    assert_eq!(segment.last().map(|h| h.index), Some(41));
+    segment
+        .append(&batch(42, 126, 2, 5), b"new 42")
+        .expect("append after truncate");
+    segment.sync().expect("sync");
+    let path = segment.path().to_path_buf();
+    drop(segment);
+    let (segment, recovery) = Segment::open(&path, 0).expect("open");
+    assert_eq!(recovery, None);
+    assert_eq!(
+        segment.last().map(|h| (h.index, h.record_count)),
+        Some((42, 2))
+    );
+    let got = segment.read_indexes(41, 100, usize::MAX).expect("read");
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[1].payload, b"new 42");
+    // Truncating everything leaves an empty segment.
+    let (mut segment, _) = Segment::open(&path, 0).expect("open");
+    segment.truncate_after(0).expect("truncate");
+    assert_eq!(segment.last().map(|h| h.index), Some(0));
+}
+
+#[test]
+fn a_file_cut_at_any_byte_of_its_last_batch_recovers_to_the_previous_batch() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = filled(dir.path(), 5);
+    let path = segment.path().to_path_buf();
+    let full = std::fs::read(&path).expect("read");
+    let last_len = frame_len(payload(4).len());
+    let last_start = full.len() - last_len;
+    drop(segment);
+    std::fs::write(&path, &full[..last_start]).expect("write");
+    let (_, recovery) = Segment::open(&path, 0).expect("open");
+    assert_eq!(recovery, None, "a cut between batches leaves a clean file");
+    for cut in last_start + 1..full.len() {
+        std::fs::write(&path, &full[..cut]).expect("write");
+        let (segment, recovery) = Segment::open(&path, 0).expect("open");
+        let recovery = recovery.expect("the torn tail is reported");
+        assert_eq!(recovery.valid_bytes, last_start as u64, "cut at {cut}");
+        assert_eq!(segment.last().map(|h| h.index), Some(3), "cut at {cut}");
+        assert_eq!(
+            std::fs::metadata(&path).expect("stat").len(),
+            last_start as u64
+        );
+    }
+}
+
+#[test]
+fn a_flipped_bit_anywhere_is_detected_and_never_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = filled(dir.path(), 4);
+    let path = segment.path().to_path_buf();
+    let full = std::fs::read(&path).expect("read");
+    drop(segment);
+    let frame = frame_len(payload(0).len());
+    for byte in (0..full.len()).step_by(7) {
+        let mut bad = full.clone();
+        bad[byte] ^= 0x10;
+        std::fs::write(&path, &bad).expect("write");
+        let (segment, recovery) = Segment::open(&path, 0).expect("open");
+        assert!(recovery.is_some(), "flip at {byte} went unnoticed");
+        // Only the batches before the damaged one survive.
+        let damaged = (byte / frame) as u64;
+        assert_eq!(
+            segment.last().map(|h| h.index),
+            damaged.checked_sub(1),
+            "flip at {byte}"
+        );
+        let readable = segment.read_indexes(0, 100, usize::MAX).expect("read");
+        assert_eq!(readable.len() as u64, damaged);
+    }
+}
