@@ -1,0 +1,392 @@
+//! A partition's log: an ordered run of segment files in one directory. Appends go to
+//! the last (active) segment, which rolls when it reaches `segment_bytes` or
+//! `segment_ms`; reads find the segment by Raft index, offset or timestamp; a suffix
+//! can be truncated (uncommitted entries after a leader change) and a prefix of whole
+//! segments deleted (retention).
+//!
+//! Offsets are a pure function of the log: a batch's base offset is the offset after
+//! the batch before it, so replicas holding the same entries agree on every offset.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::format::{BatchHeader, EntryKind};
+use super::segment::{Recovery, Segment, StoredBatch};
+
+/// When the active segment rolls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RollPolicy {
+    /// Roll once the active segment holds this many bytes (Kafka's `segment.bytes`).
+    pub segment_bytes: u64,
+    /// Roll once the active segment's first record is this old (`segment.ms`).
+    pub segment_ms: i64,
+}
+
+impl Default for RollPolicy {
+    fn default() -> Self {
+        RollPolicy {
+            segment_bytes: 256 * 1024 * 1024,
+            segment_ms: 7 * 24 * 3600 * 1000,
+        }
+    }
+}
+
+/// An entry to append: everything but its offset, which the log assigns.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEntry<'a> {
+    pub term: u64,
+    pub leader_node: u64,
+    pub index: u64,
+    pub kind: EntryKind,
+    pub record_count: u32,
+    pub first_timestamp: i64,
+    pub max_timestamp: i64,
+    pub payload: &'a [u8],
+}
+
+/// What opening the log repaired.
+#[derive(Debug)]
+pub struct LogRecovery {
+    pub segment: PathBuf,
+    pub recovery: Recovery,
+    /// Later segments dropped because they no longer follow the repaired one.
+    pub dropped_segments: Vec<PathBuf>,
+}
+
+pub struct PartitionLog {
+    dir: PathBuf,
+    policy: RollPolicy,
+    /// Ordered by base offset and by Raft index alike; never empty after `open`.
+    segments: Vec<Segment>,
+    /// Offset the next record batch gets.
+    next_offset: u64,
+}
+
+fn parse_base_offset(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".log")?;
+    (stem.len() == 20).then(|| stem.parse().ok()).flatten()
+}
+
+impl PartitionLog {
+    /// Opens (or creates) the log in `dir`, verifying every segment. A torn or corrupt
+    /// segment is cut at its last valid batch and the segments after it are deleted: the
+    /// replica fetches what it lost from the leader again.
+    pub fn open(dir: &Path, policy: RollPolicy) -> io::Result<(PartitionLog, Option<LogRecovery>)> {
+        std::fs::create_dir_all(dir)?;
+        let mut paths: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(|p| parse_base_offset(&p).map(|b| (b, p)))
+            .collect();
+        paths.sort();
+        let mut segments: Vec<Segment> = Vec::new();
+        let mut repaired = None;
+        let mut paths = paths.into_iter();
+        for (base, path) in paths.by_ref() {
+            let (segment, recovery) = Segment::open(&path, base)?;
+            let follows = match (segments.last().and_then(|s| s.last()), segment.first()) {
+                (Some(prev), Some(first)) => {
+                    first.index == prev.index + 1 && first.base_offset == prev.next_offset()
+                }
+                _ => true,
+            };
+            if !follows {
+                repaired = Some(LogRecovery {
+                    segment: path.clone(),
+                    recovery: Recovery {
+                        valid_bytes: 0,
+                        dropped_bytes: segment.size(),
+                        reason: super::format::FrameError::Corrupt(
+                            "segment does not follow its predecessor",
+                        ),
+                    },
+                    dropped_segments: vec![path.clone()],
+                });
+                drop(segment);
+                std::fs::remove_file(&path)?;
+                break;
+            }
+            let damaged = recovery.is_some();
+            if let Some(recovery) = recovery {
+                repaired = Some(LogRecovery {
+                    segment: path.clone(),
+                    recovery,
+                    dropped_segments: Vec::new(),
+                });
+            }
+            segments.push(segment);
+            if damaged {
+                break;
+            }
+        }
+        // Whatever follows a repaired segment is no longer contiguous with it.
+        for (_, path) in paths {
+            std::fs::remove_file(&path)?;
+            if let Some(r) = repaired.as_mut() {
+                r.dropped_segments.push(path);
+            }
+        }
+        // An empty segment in the middle would only come from a crash during a roll.
+        if segments.is_empty() {
+            segments.push(Segment::create(dir, 0)?);
+        }
+        let next_offset = segments
+            .iter()
+            .rev()
+            .find_map(|s| s.last().map(|h| h.next_offset()))
+            .unwrap_or_else(|| segments.last().map_or(0, |s| s.base_offset()));
+        sync_dir(dir)?;
+        Ok((
+            PartitionLog {
+                dir: dir.to_path_buf(),
+                policy,
+                segments,
+                next_offset,
+            },
+            repaired,
+        ))
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        self.segments
+            .last_mut()
+            .expect("a partition log always has an active segment")
+    }
+
+    /// Offset the next record gets (Kafka's log end offset).
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset
+    }
+
+    /// The first offset still in the log (moves forward as segments are deleted).
+    pub fn log_start_offset(&self) -> u64 {
+        self.segments.first().map_or(0, |s| s.base_offset())
+    }
+
+    /// The last entry in the log.
+    pub fn last(&self) -> Option<&BatchHeader> {
+        self.segments.iter().rev().find_map(|s| s.last())
+    }
+
+    /// The first entry in the log.
+    pub fn first(&self) -> Option<&BatchHeader> {
+        self.segments.iter().find_map(|s| s.first())
+    }
+
+    /// Bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.iter().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Appends an entry, assigning its base offset; rolls first when the active segment
+    /// is full or old. Not synced: call [`PartitionLog::sync`].
+    pub fn append(&mut self, entry: NewEntry<'_>, now_ms: i64) -> io::Result<BatchHeader> {
+        let header = BatchHeader {
+            term: entry.term,
+            leader_node: entry.leader_node,
+            index: entry.index,
+            kind: entry.kind,
+            base_offset: self.next_offset,
+            record_count: entry.record_count,
+            first_timestamp: entry.first_timestamp,
+            max_timestamp: entry.max_timestamp,
+        };
+        if entry.kind == EntryKind::Records && self.should_roll(now_ms) {
+            self.roll()?;
+        }
+        self.active().append(&header, entry.payload)?;
+        self.next_offset = header.next_offset();
+        Ok(header)
+    }
+
+    fn should_roll(&self, now_ms: i64) -> bool {
+        let Some(active) = self.segments.last() else {
+            return false;
+        };
+        let Some(first) = active.first() else {
+            return false;
+        };
+        active.size() >= self.policy.segment_bytes
+            || (first.record_count > 0
+                && now_ms.saturating_sub(first.first_timestamp) >= self.policy.segment_ms)
+    }
+
+    /// Seals the active segment (synced) and starts a new one at the next offset.
+    fn roll(&mut self) -> io::Result<()> {
+        self.active().sync()?;
+        let segment = Segment::create(&self.dir, self.next_offset)?;
+        self.segments.push(segment);
+        sync_dir(&self.dir)
+    }
+
+    /// Makes every appended entry durable.
+    pub fn sync(&self) -> io::Result<()> {
+        match self.segments.last() {
+            Some(active) => active.sync(),
+            None => Ok(()),
+        }
+    }
+
+    /// Entries with Raft indexes in `[start, end)`, up to about `max_bytes` (at least
+    /// one entry when the range is not empty).
+    pub fn read_indexes(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> io::Result<Vec<StoredBatch>> {
+        let first = self
+            .segments
+            .partition_point(|s| s.first().is_some_and(|h| h.index <= start))
+            .saturating_sub(1);
+        let mut out = Budgeted::new(max_bytes);
+        for segment in &self.segments[first..] {
+            if out.full() || segment.first().is_some_and(|h| h.index >= end) {
+                break;
+            }
+            if !out.extend(segment.read_indexes(start, end, out.remaining())?) {
+                break;
+            }
+        }
+        Ok(out.batches)
+    }
+
+    /// Record batches holding offsets from `offset` on, up to about `max_bytes` (at
+    /// least one batch when there is one).
+    pub fn read_offsets(&self, offset: u64, max_bytes: usize) -> io::Result<Vec<StoredBatch>> {
+        let first = self
+            .segments
+            .partition_point(|s| s.base_offset() <= offset)
+            .saturating_sub(1);
+        let mut out = Budgeted::new(max_bytes);
+        for segment in &self.segments[first..] {
+            if out.full() {
+                break;
+            }
+            if !out.extend(segment.read_offsets(offset, out.remaining())?) {
+                break;
+            }
+        }
+        Ok(out.batches)
+    }
+
+    /// The first offset with a record timestamp at or after `timestamp`.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<u64>> {
+        for segment in &self.segments {
+            if let Some(offset) = segment.offset_for_timestamp(timestamp)? {
+                return Ok(Some(offset.max(self.log_start_offset())));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Removes every entry with a Raft index above `raft_index` (synced).
+    pub fn truncate_after(&mut self, raft_index: u64) -> io::Result<()> {
+        while self.segments.len() > 1 {
+            let drop_whole = self
+                .segments
+                .last()
+                .and_then(|s| s.first())
+                .is_none_or(|h| h.index > raft_index);
+            if !drop_whole {
+                break;
+            }
+            if let Some(segment) = self.segments.pop() {
+                let path = segment.path().to_path_buf();
+                drop(segment);
+                std::fs::remove_file(path)?;
+            }
+        }
+        self.active().truncate_after(raft_index)?;
+        sync_dir(&self.dir)?;
+        self.next_offset = self.last().map_or_else(
+            || self.segments.last().map_or(0, |s| s.base_offset()),
+            |h| h.next_offset(),
+        );
+        Ok(())
+    }
+
+    /// Deletes whole segments whose entries all have Raft indexes at or below
+    /// `raft_index`, keeping the active segment. Returns the deleted segments' last entries.
+    pub fn delete_segments_through(&mut self, raft_index: u64) -> io::Result<Vec<BatchHeader>> {
+        let mut deleted = Vec::new();
+        while self.segments.len() > 1 {
+            let last = self.segments[0].last().copied();
+            match last {
+                Some(last) if last.index <= raft_index => {
+                    let segment = self.segments.remove(0);
+                    let path = segment.path().to_path_buf();
+                    drop(segment);
+                    std::fs::remove_file(path)?;
+                    deleted.push(last);
+                }
+                None => {
+                    let segment = self.segments.remove(0);
+                    let path = segment.path().to_path_buf();
+                    drop(segment);
+                    std::fs::remove_file(path)?;
+                }
+                Some(_) => break,
+            }
+        }
+        sync_dir(&self.dir)?;
+        Ok(deleted)
+    }
+
+    /// Each sealed segment's last entry, size and largest timestamp, oldest first (for
+    /// retention decisions).
+    pub fn sealed_segments(&self) -> Vec<(BatchHeader, u64, i64)> {
+        let sealed = self.segments.len().saturating_sub(1);
+        self.segments[..sealed]
+            .iter()
+            .filter_map(|s| s.last().map(|h| (*h, s.size(), s.max_timestamp())))
+            .collect()
+    }
+}
+
+/// Batches collected under a byte budget: the first batch is always taken.
+struct Budgeted {
+    batches: Vec<StoredBatch>,
+    used: usize,
+    max: usize,
+}
+
+impl Budgeted {
+    fn new(max: usize) -> Self {
+        Budgeted {
+            batches: Vec::new(),
+            used: 0,
+            max,
+        }
+    }
+
+    fn full(&self) -> bool {
+        !self.batches.is_empty() && self.used >= self.max
+    }
+
+    fn remaining(&self) -> usize {
+        self.max.saturating_sub(self.used)
+    }
+
+    /// Adds batches while they fit; returns false once one did not.
+    fn extend(&mut self, batches: Vec<StoredBatch>) -> bool {
+        for batch in batches {
+            let len = batch.payload.len();
+            if !self.batches.is_empty() && self.used + len > self.max {
+                return false;
+            }
+            self.used += len;
+            self.batches.push(batch);
+        }
+        true
+    }
+}
+
+/// Makes file creations and removals in `dir` durable.
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
