@@ -89,6 +89,7 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
     let partitions = Arc::new(PartitionRegistry::new(
         config.id,
         store.clone(),
+        config.data_dir.join("partitions"),
         peers.clone(),
         cache.clone(),
         limits,

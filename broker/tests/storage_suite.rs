@@ -1,5 +1,8 @@
-//! Runs openraft's storage conformance suite against the broker's log store and both
-//! state machines, each on a fresh RocksDB in a temporary directory.
+//! Runs openraft's storage conformance suite against both groups' storage: the RocksDB
+//! log store with the controller state machine, and the segmented partition log store
+//! with the partition state machine, each in a temporary directory.
+
+use std::sync::{Arc, RwLock};
 
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
@@ -7,16 +10,20 @@ use openraft::type_config::TypeConfigExt;
 use strait_broker::controller::state_machine::ControllerStateMachine;
 use strait_broker::controller::types::ControllerRaftConfig;
 use strait_broker::metadata::MetadataCache;
-use strait_broker::partition::PartitionStateMachine;
 use strait_broker::partition::types::PartitionRaftConfig;
-use strait_broker::storage::{RaftLogStore, Store};
+use strait_broker::partition::{PartitionLogStore, PartitionStateMachine};
+use strait_broker::storage::partition_log::log::{PartitionLog, RollPolicy};
+use strait_broker::storage::partition_log::syncer::SegmentSyncer;
+use strait_broker::storage::{GroupMeta, RaftLogStore, Store};
 
 struct ControllerStores;
 struct PartitionStores;
 
+type Built<LS, SM> = (tempfile::TempDir, LS, SM);
+
 fn open_store() -> Result<(tempfile::TempDir, Store), std::io::Error> {
     let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path()).map_err(std::io::Error::other)?;
+    let store = Store::open(&dir.path().join("rocksdb")).map_err(std::io::Error::other)?;
     Ok((dir, store))
 }
 
@@ -31,43 +38,36 @@ impl
     async fn build(
         &self,
     ) -> Result<
-        (
-            tempfile::TempDir,
-            RaftLogStore<ControllerRaftConfig>,
-            ControllerStateMachine,
-        ),
+        Built<RaftLogStore<ControllerRaftConfig>, ControllerStateMachine>,
         StorageError<ControllerRaftConfig>,
     > {
-        let (dir, store) = open_store()
-            .map_err(|e| StorageError::read(ControllerRaftConfig::err_from_error(&e)))?;
-        let sm = ControllerStateMachine::open(store.clone(), MetadataCache::default())
-            .map_err(|e| StorageError::read(ControllerRaftConfig::err_from_error(&e)))?;
+        let io = |e: std::io::Error| StorageError::read(ControllerRaftConfig::err_from_error(&e));
+        let (dir, store) = open_store().map_err(io)?;
+        let sm =
+            ControllerStateMachine::open(store.clone(), MetadataCache::default()).map_err(io)?;
         Ok((dir, RaftLogStore::new(store, 0), sm))
     }
 }
 
-impl
-    StoreBuilder<
-        PartitionRaftConfig,
-        RaftLogStore<PartitionRaftConfig>,
-        PartitionStateMachine,
-        tempfile::TempDir,
-    > for PartitionStores
+impl StoreBuilder<PartitionRaftConfig, PartitionLogStore, PartitionStateMachine, tempfile::TempDir>
+    for PartitionStores
 {
     async fn build(
         &self,
-    ) -> Result<
-        (
-            tempfile::TempDir,
-            RaftLogStore<PartitionRaftConfig>,
-            PartitionStateMachine,
-        ),
-        StorageError<PartitionRaftConfig>,
-    > {
-        let (dir, store) = open_store()
-            .map_err(|e| StorageError::read(PartitionRaftConfig::err_from_error(&e)))?;
-        let (sm, _index) = PartitionStateMachine::new();
-        Ok((dir, RaftLogStore::new(store, 7), sm))
+    ) -> Result<Built<PartitionLogStore, PartitionStateMachine>, StorageError<PartitionRaftConfig>>
+    {
+        let io = |e: std::io::Error| StorageError::read(PartitionRaftConfig::err_from_error(&e));
+        let (dir, store) = open_store().map_err(io)?;
+        let (log, _) =
+            PartitionLog::open(&dir.path().join("segments"), RollPolicy::default()).map_err(io)?;
+        let log_store = PartitionLogStore::new(
+            Arc::new(RwLock::new(log)),
+            GroupMeta::new(store, 7),
+            SegmentSyncer::start(),
+        )
+        .map_err(io)?;
+        let (sm, _high_watermark) = PartitionStateMachine::new();
+        Ok((dir, log_store, sm))
     }
 }
 

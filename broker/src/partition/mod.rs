@@ -1,11 +1,13 @@
 //! Partitions: one openraft group per partition replica, produce and fetch on it, and
 //! the registry that starts and stops groups as the metadata says.
 
+mod log_store;
 mod registry;
 mod replica;
 mod state_machine;
 pub mod types;
 
+pub use log_store::PartitionLogStore;
 pub use registry::PartitionRegistry;
 pub use replica::{FetchedBatch, Limits, PartitionReplica};
 pub use state_machine::PartitionStateMachine;

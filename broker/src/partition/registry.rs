@@ -3,6 +3,7 @@
 //! stops (and deletes) the groups of deleted topics.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -11,13 +12,16 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, Raft};
 use tokio::sync::watch;
 
+use super::log_store::PartitionLogStore;
 use super::replica::{Limits, PartitionReplica};
 use super::state_machine::PartitionStateMachine;
 use crate::controller::state::{ClusterState, PartitionRecord};
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::{ClusterImage, MetadataCache};
 use crate::raft::{GroupNetworkFactory, PeerPool, partition_config, transfer_leadership};
-use crate::storage::{RaftLogStore, Store};
+use crate::storage::partition_log::log::{PartitionLog, RollPolicy};
+use crate::storage::partition_log::syncer::SegmentSyncer;
+use crate::storage::{GroupMeta, Store};
 
 /// How often a non-preferred replica of a new group checks whether it must form the group
 /// itself because the preferred replica's broker is down.
@@ -26,6 +30,9 @@ const FALLBACK_INIT_DELAY: Duration = Duration::from_secs(4);
 pub struct PartitionRegistry {
     broker_id: u64,
     store: Store,
+    /// Each partition's segments live in `partitions_dir/<group id>/`.
+    partitions_dir: PathBuf,
+    syncer: SegmentSyncer,
     peers: PeerPool,
     cache: MetadataCache,
     limits: Limits,
@@ -39,6 +46,7 @@ impl PartitionRegistry {
     pub fn new(
         broker_id: u64,
         store: Store,
+        partitions_dir: PathBuf,
         peers: PeerPool,
         cache: MetadataCache,
         limits: Limits,
@@ -46,6 +54,8 @@ impl PartitionRegistry {
         PartitionRegistry {
             broker_id,
             store,
+            partitions_dir,
+            syncer: SegmentSyncer::start(),
             peers,
             cache,
             limits,
@@ -208,7 +218,7 @@ impl PartitionRegistry {
         if image.version == 0 || self.swept.swap(true, Ordering::Relaxed) {
             return;
         }
-        let stored = match self.store.group_ids() {
+        let stored = match self.stored_groups() {
             Ok(stored) => stored,
             Err(err) => {
                 tracing::warn!(%err, "cannot list stored groups");
@@ -223,11 +233,38 @@ impl PartitionRegistry {
                     group,
                     "deleting the data of a partition deleted while this broker was away"
                 );
-                if let Err(err) = self.store.delete_group_and_sync(group).await {
+                if let Err(err) = self.delete_group_data(group).await {
                     tracing::warn!(group, %err, "cannot delete orphaned partition data");
                 }
             }
         }
+    }
+
+    /// Groups with data here: Raft state in RocksDB or a segment directory.
+    fn stored_groups(&self) -> Result<Vec<u64>, BrokerError> {
+        let mut groups = self
+            .store
+            .group_ids()
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        if let Ok(entries) = std::fs::read_dir(&self.partitions_dir) {
+            groups.extend(
+                entries.filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u64>().ok()),
+            );
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        Ok(groups)
+    }
+
+    /// Deletes a group's segments and its Raft state.
+    async fn delete_group_data(&self, group: u64) -> std::io::Result<()> {
+        let dir = self.partitions_dir.join(group.to_string());
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        self.store.delete_group_and_sync(group).await
     }
 
     async fn start(
@@ -238,10 +275,28 @@ impl PartitionRegistry {
         record: &PartitionRecord,
     ) -> Result<(), BrokerError> {
         let group = record.group_id;
-        let log = RaftLogStore::new(self.store.clone(), group);
-        let (sm, index) = PartitionStateMachine::new();
+        let dir = self.partitions_dir.join(group.to_string());
+        let (log, recovery) = PartitionLog::open(&dir, RollPolicy::default())?;
+        if let Some(r) = recovery {
+            tracing::warn!(
+                %topic, partition, group,
+                segment = %r.segment.display(),
+                valid_bytes = r.recovery.valid_bytes,
+                dropped_bytes = r.recovery.dropped_bytes,
+                dropped_segments = r.dropped_segments.len(),
+                reason = %r.recovery.reason,
+                "cut a torn or corrupt log tail; the leader will send what was lost"
+            );
+        }
+        let log = Arc::new(RwLock::new(log));
+        let log_store = PartitionLogStore::new(
+            log.clone(),
+            GroupMeta::new(self.store.clone(), group),
+            self.syncer.clone(),
+        )?;
+        let (sm, high_watermark) = PartitionStateMachine::new();
         let network = GroupNetworkFactory::new(group, self.peers.clone());
-        let raft = Raft::new(self.broker_id, partition_config(), network, log.clone(), sm)
+        let raft = Raft::new(self.broker_id, partition_config(), network, log_store, sm)
             .await
             .map_err(|e| BrokerError::Internal(format!("starting group {group}: {e}")))?;
         let members: BTreeMap<u64, BasicNode> = record
@@ -269,7 +324,7 @@ impl PartitionRegistry {
             partition,
             group_id: group,
             raft,
-            index,
+            high_watermark,
             log,
             cache: self.cache.clone(),
             limits: self.limits,
@@ -291,7 +346,7 @@ impl PartitionRegistry {
             if let Err(err) = replica.raft().shutdown().await {
                 tracing::warn!(group, %err, "partition group did not stop cleanly");
             }
-            if let Err(err) = self.store.delete_group_and_sync(group).await {
+            if let Err(err) = self.delete_group_data(group).await {
                 tracing::error!(group, %err, "cannot delete the data of a deleted partition");
             }
             tracing::info!(topic = %replica.topic, partition = replica.partition, group, "removed partition replica");

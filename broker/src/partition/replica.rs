@@ -2,19 +2,19 @@
 //! after a majority has the batch on disk and it is applied) and fetch (committed
 //! records only, with long-polling).
 
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
+use tokio::sync::watch;
 
-use super::state_machine::IndexHandle;
-use super::types::{
-    PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply, StoredRecord,
-};
+use super::types::{PartitionCommand, PartitionRaft, PartitionReply, StoredRecord};
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::MetadataCache;
-use crate::storage::RaftLogStore;
+use crate::storage::decode;
+use crate::storage::partition_log::log::PartitionLog;
 
 /// Size limits applied to produce and fetch.
 #[derive(Debug, Clone, Copy)]
@@ -46,8 +46,8 @@ pub struct PartitionReplica {
     pub partition: u32,
     pub group_id: u64,
     pub(super) raft: PartitionRaft,
-    pub(super) index: IndexHandle,
-    pub(super) log: RaftLogStore<PartitionRaftConfig>,
+    pub(super) high_watermark: watch::Receiver<u64>,
+    pub(super) log: Arc<RwLock<PartitionLog>>,
     pub(super) cache: MetadataCache,
     pub(super) limits: Limits,
 }
@@ -138,7 +138,7 @@ impl PartitionReplica {
     pub async fn offsets(&self) -> Result<(u64, u64), BrokerError> {
         self.ensure_leader()?;
         self.catch_up_high_watermark().await?;
-        Ok((0, self.index.high_watermark()))
+        Ok((self.log_start_offset(), self.high_watermark()))
     }
 
     /// Waits until this leader has applied everything committed in the cluster, so a
@@ -160,6 +160,17 @@ impl PartitionReplica {
         }
     }
 
+    fn high_watermark(&self) -> u64 {
+        *self.high_watermark.borrow()
+    }
+
+    fn log_start_offset(&self) -> u64 {
+        self.log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .log_start_offset()
+    }
+
     /// Reads committed records from `offset`, up to about `max_bytes`, waiting up to
     /// `max_wait` when there is nothing at `offset` yet.
     pub async fn fetch(
@@ -170,22 +181,23 @@ impl PartitionReplica {
     ) -> Result<FetchedBatch, BrokerError> {
         self.ensure_leader()?;
         let max_bytes = max_bytes.clamp(1, MAX_FETCH_BYTES);
-        let mut high_watermark = self.index.high_watermark();
+        let mut high_watermark = self.high_watermark();
         if offset > high_watermark {
             // A newly elected leader may not have applied everything committed yet: make
             // sure the high watermark is current before calling the offset out of range.
             self.catch_up_high_watermark().await?;
-            high_watermark = self.index.high_watermark();
-            if offset > high_watermark {
-                return Err(BrokerError::OffsetOutOfRange {
-                    offset,
-                    log_start_offset: 0,
-                    high_watermark,
-                });
-            }
+            high_watermark = self.high_watermark();
+        }
+        let log_start_offset = self.log_start_offset();
+        if offset > high_watermark || offset < log_start_offset {
+            return Err(BrokerError::OffsetOutOfRange {
+                offset,
+                log_start_offset,
+                high_watermark,
+            });
         }
         if offset == high_watermark && !max_wait.is_zero() {
-            let mut watch = self.index.watch();
+            let mut watch = self.high_watermark.clone();
             let wait = watch.wait_for(|hw| *hw > offset);
             // Timing out is a normal, empty long-poll answer.
             let _ = tokio::time::timeout(max_wait.min(MAX_FETCH_WAIT), wait).await;
@@ -193,59 +205,40 @@ impl PartitionReplica {
         self.read_committed(offset, max_bytes)
     }
 
+    /// Records from `offset` below the high watermark, read from the segments.
     fn read_committed(&self, offset: u64, max_bytes: usize) -> Result<FetchedBatch, BrokerError> {
-        let high_watermark = self.index.high_watermark();
-        let mut batch = FetchedBatch {
+        let high_watermark = self.high_watermark();
+        let (batches, log_start_offset) = {
+            let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+            (log.read_offsets(offset, max_bytes)?, log.log_start_offset())
+        };
+        let mut fetched = FetchedBatch {
             records: Vec::new(),
             high_watermark,
-            log_start_offset: 0,
+            log_start_offset,
         };
         let mut bytes = 0usize;
-        let mut next = offset;
-        while next < high_watermark && bytes < max_bytes {
-            let batches = self.index.read(|index| index.batches_from(next, 32));
-            if batches.is_empty() {
+        for batch in batches {
+            let base = batch.header.base_offset;
+            if base >= high_watermark {
                 break;
             }
-            for (base, log_index, count) in batches {
-                let entries = self.log.read_range(log_index, log_index + 1)?;
-                let Some(entry) = entries.into_iter().next() else {
-                    return Err(BrokerError::Internal(format!(
-                        "log entry {log_index} of {}/{} is missing",
-                        self.topic, self.partition
-                    )));
-                };
-                let openraft::EntryPayload::Normal(PartitionCommand::Append { records }) =
-                    entry.payload
-                else {
-                    return Err(BrokerError::Internal(format!(
-                        "log entry {log_index} is not a record batch"
-                    )));
-                };
-                if records.len() as u32 != count {
-                    return Err(BrokerError::Internal(format!(
-                        "log entry {log_index} holds {} records, the index says {count}",
-                        records.len()
-                    )));
+            let records: Vec<StoredRecord> = decode(&batch.payload)?;
+            for (i, record) in records.into_iter().enumerate() {
+                let record_offset = base + i as u64;
+                if record_offset < offset {
+                    continue;
                 }
-                for (i, record) in records.into_iter().enumerate() {
-                    let record_offset = base + i as u64;
-                    if record_offset < next || record_offset >= high_watermark {
-                        continue;
-                    }
-                    if bytes > 0 && bytes + record.size() > max_bytes {
-                        return Ok(batch);
-                    }
-                    bytes += record.size();
-                    batch.records.push((record_offset, record));
-                    next = record_offset + 1;
+                if record_offset >= high_watermark
+                    || (bytes > 0 && bytes + record.size() > max_bytes)
+                {
+                    return Ok(fetched);
                 }
-                if bytes >= max_bytes {
-                    break;
-                }
+                bytes += record.size();
+                fetched.records.push((record_offset, record));
             }
         }
-        Ok(batch)
+        Ok(fetched)
     }
 
     /// Whether this replica leads and `follower` has every entry of its log.

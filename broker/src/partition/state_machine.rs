@@ -1,19 +1,16 @@
-//! openraft state machine of a partition group: assigns offsets to committed batches.
+//! openraft state machine of a partition group: it moves the high watermark.
 //!
-//! The records themselves stay in the Raft log (written once); the state machine keeps
-//! only the offset index — base offset of each batch → its log index — and the high
-//! watermark (next offset). Both are rebuilt at start-up by re-applying the committed
-//! log, which is never purged until retention arrives with the segmented log.
+//! The records and their offsets live in the segmented log (written once, by the log
+//! store); applying a committed batch only advances the high watermark — the offset
+//! after the last committed record — and answers the batch's base offset to the
+//! producer. The watermark is rebuilt at start-up by re-applying the committed log.
 
-use std::collections::BTreeMap;
 use std::io::{self, Cursor};
-use std::sync::{Arc, RwLock};
 
 use futures::{Stream, TryStreamExt};
 use openraft::alias::SnapshotOf;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend};
-use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::{PartitionCommand, PartitionRaftConfig as C, PartitionReply};
@@ -23,89 +20,28 @@ type LogId = openraft::alias::LogIdOf<C>;
 type StoredMembership = openraft::alias::StoredMembershipOf<C>;
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<C>;
 
-/// Where each committed batch lives, and the high watermark.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct OffsetIndex {
-    /// One past the last committed offset.
-    pub high_watermark: u64,
-    /// Base offset → (Raft log index, record count).
-    pub batches: BTreeMap<u64, (u64, u32)>,
-}
-
-impl OffsetIndex {
-    /// The batches holding offsets from `offset` on, in order, at most `limit` of them.
-    pub fn batches_from(&self, offset: u64, limit: usize) -> Vec<(u64, u64, u32)> {
-        let start = self
-            .batches
-            .range(..=offset)
-            .next_back()
-            .map_or(offset, |(base, _)| *base);
-        self.batches
-            .range(start..)
-            .take(limit)
-            .map(|(base, (index, count))| (*base, *index, *count))
-            .collect()
-    }
-}
-
-/// Shared, read-mostly view of the index for the fetch path.
-#[derive(Clone)]
-pub struct IndexHandle {
-    index: Arc<RwLock<OffsetIndex>>,
-    high_watermark: watch::Receiver<u64>,
-}
-
-impl IndexHandle {
-    pub fn read<T>(&self, f: impl FnOnce(&OffsetIndex) -> T) -> T {
-        f(&self.index.read().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    pub fn high_watermark(&self) -> u64 {
-        *self.high_watermark.borrow()
-    }
-
-    /// A receiver notified whenever the high watermark moves.
-    pub fn watch(&self) -> watch::Receiver<u64> {
-        self.high_watermark.clone()
-    }
-}
-
 pub struct PartitionStateMachine {
     last_applied: Option<LogId>,
     membership: StoredMembership,
-    index: Arc<RwLock<OffsetIndex>>,
     high_watermark: watch::Sender<u64>,
     snapshot: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
 impl PartitionStateMachine {
-    pub fn new() -> (PartitionStateMachine, IndexHandle) {
-        let index = Arc::new(RwLock::new(OffsetIndex::default()));
+    /// A fresh state machine and a receiver of its high watermark.
+    pub fn new() -> (PartitionStateMachine, watch::Receiver<u64>) {
         let (tx, rx) = watch::channel(0);
         let sm = PartitionStateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
-            index: index.clone(),
             high_watermark: tx,
             snapshot: None,
         };
-        (
-            sm,
-            IndexHandle {
-                index,
-                high_watermark: rx,
-            },
-        )
-    }
-
-    fn replace_index(&self, new: OffsetIndex) {
-        let hw = new.high_watermark;
-        *self.index.write().unwrap_or_else(|e| e.into_inner()) = new;
-        self.high_watermark.send_replace(hw);
+        (sm, rx)
     }
 }
 
-/// Captures the offset index; see the module docs on why the log is not included.
+/// A snapshot of a partition group is its high watermark: the records stay in the log.
 pub struct PartitionSnapshotBuilder {
     meta: SnapshotMeta,
     data: io::Result<Vec<u8>>,
@@ -141,13 +77,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
                 EntryPayload::Blank => PartitionReply::Nothing,
                 EntryPayload::Normal(PartitionCommand::Append { records }) => {
                     let base_offset = high_watermark;
-                    let count = records.len() as u32;
-                    let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-                    index
-                        .batches
-                        .insert(base_offset, (entry.log_id.index(), count));
-                    high_watermark += u64::from(count);
-                    index.high_watermark = high_watermark;
+                    high_watermark += records.len() as u64;
                     PartitionReply::Appended { base_offset }
                 }
                 EntryPayload::Membership(membership) => {
@@ -169,7 +99,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let data = encode(&*self.index.read().unwrap_or_else(|e| e.into_inner()));
+        let data = encode(&*self.high_watermark.borrow());
         let meta = SnapshotMeta {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
@@ -186,8 +116,8 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         snapshot: Cursor<Vec<u8>>,
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
-        let index: OffsetIndex = decode(&data)?;
-        self.replace_index(index);
+        let high_watermark: u64 = decode(&data)?;
+        self.high_watermark.send_replace(high_watermark);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.snapshot = Some((meta.clone(), data));

@@ -7,10 +7,12 @@
 
 mod db;
 mod flusher;
+mod group_meta;
 pub mod partition_log;
 mod raft_log;
 
 pub(crate) use db::CF_SNAPSHOT;
 pub use db::{GroupId, Store, StoreError};
 pub use flusher::Flusher;
+pub use group_meta::GroupMeta;
 pub use raft_log::{RaftLogStore, decode, encode};

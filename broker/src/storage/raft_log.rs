@@ -18,11 +18,8 @@ use rocksdb::{Direction, IteratorMode, WriteBatch};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::db::{CF_LOG, CF_META, GroupId, Store, index_of_log_key, log_key, meta_key};
-
-const TAG_VOTE: u8 = 1;
-const TAG_COMMITTED: u8 = 2;
-const TAG_LAST_PURGED: u8 = 3;
+use super::db::{CF_LOG, GroupId, Store, index_of_log_key, log_key};
+use super::group_meta::GroupMeta;
 
 /// Most entry bytes openraft reads for one AppendEntries (the transport allows 256 MiB).
 const REPLICATION_BATCH_BYTES: usize = 16 * 1024 * 1024;
@@ -41,6 +38,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
 pub struct RaftLogStore<C> {
     store: Store,
     group: GroupId,
+    meta: GroupMeta,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -49,6 +47,7 @@ impl<C> Clone for RaftLogStore<C> {
         RaftLogStore {
             store: self.store.clone(),
             group: self.group,
+            meta: self.meta.clone(),
             _config: PhantomData,
         }
     }
@@ -57,31 +56,11 @@ impl<C> Clone for RaftLogStore<C> {
 impl<C: RaftTypeConfig> RaftLogStore<C> {
     pub fn new(store: Store, group: GroupId) -> Self {
         RaftLogStore {
+            meta: GroupMeta::new(store.clone(), group),
             store,
             group,
             _config: PhantomData,
         }
-    }
-
-    fn get_meta<T: DeserializeOwned>(&self, tag: u8) -> io::Result<Option<T>> {
-        let cf = self.store.cf(CF_META);
-        match self
-            .store
-            .db()
-            .get_cf(cf, meta_key(self.group, tag))
-            .map_err(io::Error::other)?
-        {
-            Some(bytes) => decode(&bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    fn put_meta<T: Serialize>(&self, tag: u8, value: &T) -> io::Result<()> {
-        let cf = self.store.cf(CF_META);
-        self.store
-            .db()
-            .put_cf(cf, meta_key(self.group, tag), encode(value)?)
-            .map_err(io::Error::other)
     }
 
     /// Reads the entries with indexes in `[start, end)` that are present.
@@ -179,7 +158,7 @@ where
     }
 
     async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
-        self.get_meta(TAG_VOTE)
+        self.meta.vote()
     }
 
     async fn limited_get_log_entries(
@@ -202,7 +181,7 @@ where
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
-        let last_purged_log_id: Option<LogIdOf<C>> = self.get_meta(TAG_LAST_PURGED)?;
+        let last_purged_log_id: Option<LogIdOf<C>> = self.meta.last_purged()?;
         let last_log_id = match self.last_entry()? {
             Some(entry) => Some(entry.log_id()),
             None => last_purged_log_id.clone(),
@@ -218,20 +197,15 @@ where
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
-        self.put_meta(TAG_VOTE, vote)?;
-        // A vote must be durable before the node acts on it (Raft's safety depends on it).
-        self.store.flusher().sync().await
+        self.meta.save_vote_and_sync(vote).await
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        // Not synced: losing it only delays re-applying entries until the next commit.
-        self.put_meta(TAG_COMMITTED, &committed)
+        self.meta.save_committed(&committed)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
-        Ok(self
-            .get_meta::<Option<LogIdOf<C>>>(TAG_COMMITTED)?
-            .flatten())
+        self.meta.committed()
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
@@ -259,7 +233,7 @@ where
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         // Record the purge point first: entries at or below it are ignored from then on.
-        self.put_meta(TAG_LAST_PURGED, &log_id)?;
+        self.meta.save_last_purged_and_sync(&log_id).await?;
         self.delete_range_unsynced(0, log_id.index() + 1)
     }
 }

@@ -60,6 +60,9 @@ pub struct PartitionLog {
     segments: Vec<Segment>,
     /// Offset the next record batch gets.
     next_offset: u64,
+    /// Entries at or below this Raft index are purged: never read, even while the
+    /// segment holding them still exists.
+    purged_through: Option<u64>,
 }
 
 fn parse_base_offset(path: &Path) -> Option<u64> {
@@ -142,6 +145,7 @@ impl PartitionLog {
                 policy,
                 segments,
                 next_offset,
+                purged_through: None,
             },
             repaired,
         ))
@@ -223,6 +227,12 @@ impl PartitionLog {
         sync_dir(&self.dir)
     }
 
+    /// The active segment's file: syncing it makes every appended entry durable (sealed
+    /// segments were synced when they rolled).
+    pub fn sync_handle(&self) -> Option<std::sync::Arc<std::fs::File>> {
+        self.segments.last().map(Segment::sync_handle)
+    }
+
     /// Makes every appended entry durable.
     pub fn sync(&self) -> io::Result<()> {
         match self.segments.last() {
@@ -239,6 +249,10 @@ impl PartitionLog {
         end: u64,
         max_bytes: usize,
     ) -> io::Result<Vec<StoredBatch>> {
+        let start = match self.purged_through {
+            Some(purged) => start.max(purged.saturating_add(1)),
+            None => start,
+        };
         let first = self
             .segments
             .partition_point(|s| s.first().is_some_and(|h| h.index <= start))
@@ -286,12 +300,17 @@ impl PartitionLog {
 
     /// Removes every entry with a Raft index above `raft_index` (synced).
     pub fn truncate_after(&mut self, raft_index: u64) -> io::Result<()> {
+        self.truncate_from(raft_index.saturating_add(1))
+    }
+
+    /// Removes every entry with a Raft index at or above `first_removed` (synced).
+    pub fn truncate_from(&mut self, first_removed: u64) -> io::Result<()> {
         while self.segments.len() > 1 {
             let drop_whole = self
                 .segments
                 .last()
                 .and_then(|s| s.first())
-                .is_none_or(|h| h.index > raft_index);
+                .is_none_or(|h| h.index >= first_removed);
             if !drop_whole {
                 break;
             }
@@ -301,13 +320,33 @@ impl PartitionLog {
                 std::fs::remove_file(path)?;
             }
         }
-        self.active().truncate_after(raft_index)?;
+        self.active().truncate_from(first_removed)?;
         sync_dir(&self.dir)?;
         self.next_offset = self.last().map_or_else(
             || self.segments.last().map_or(0, |s| s.base_offset()),
             |h| h.next_offset(),
         );
         Ok(())
+    }
+
+    /// Hides every entry at or below `raft_index` from reads, then deletes the segments
+    /// that hold nothing else (see [`PartitionLog::delete_segments_through`]).
+    pub fn purge_through(&mut self, raft_index: u64) -> io::Result<Vec<BatchHeader>> {
+        self.purged_through = Some(
+            self.purged_through
+                .map_or(raft_index, |p| p.max(raft_index)),
+        );
+        self.delete_segments_through(raft_index)
+    }
+
+    /// Entries at or below this Raft index are purged.
+    pub fn purged_through(&self) -> Option<u64> {
+        self.purged_through
+    }
+
+    /// Restores the purge point recorded elsewhere (at start-up).
+    pub fn set_purged_through(&mut self, raft_index: Option<u64>) {
+        self.purged_through = raft_index;
     }
 
     /// Deletes whole segments whose entries all have Raft indexes at or below

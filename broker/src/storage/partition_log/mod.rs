@@ -8,6 +8,7 @@
 pub mod format;
 pub mod log;
 pub mod segment;
+pub mod syncer;
 
 #[cfg(test)]
 mod log_tests;

@@ -7,6 +7,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::format::{
     BatchHeader, FrameError, MAX_FRAME_BYTES, PREFIX_LEN, decode_batch, encode_batch,
@@ -43,7 +44,7 @@ pub struct StoredBatch {
 #[derive(Debug)]
 pub struct Segment {
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     base_offset: u64,
     size: u64,
     index: Vec<IndexPoint>,
@@ -69,7 +70,7 @@ impl Segment {
             .open(&path)?;
         Ok(Segment {
             path,
-            file,
+            file: Arc::new(file),
             base_offset,
             size: 0,
             index: Vec::new(),
@@ -88,7 +89,7 @@ impl Segment {
         let len = file.metadata()?.len();
         let mut segment = Segment {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
             base_offset,
             size: 0,
             index: Vec::new(),
@@ -211,6 +212,11 @@ impl Segment {
         Ok(())
     }
 
+    /// A handle on the file for syncing it without holding the segment.
+    pub fn sync_handle(&self) -> Arc<File> {
+        self.file.clone()
+    }
+
     /// Makes every appended byte durable (fdatasync).
     pub fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
@@ -320,17 +326,22 @@ impl Segment {
 
     /// Removes every batch with a Raft index above `raft_index` (synced).
     pub fn truncate_after(&mut self, raft_index: u64) -> io::Result<()> {
+        self.truncate_from(raft_index.saturating_add(1))
+    }
+
+    /// Removes every batch with a Raft index at or above `first_removed` (synced).
+    pub fn truncate_from(&mut self, first_removed: u64) -> io::Result<()> {
         let Some(last) = self.last else { return Ok(()) };
-        if last.index <= raft_index {
+        if last.index < first_removed {
             return Ok(());
         }
         // Find the position of the first batch to drop and the header before it.
-        let mut position = self.seek(|p| p.raft_index <= raft_index);
+        let mut position = self.seek(|p| p.raft_index < first_removed);
         let mut kept: Option<BatchHeader> = None;
         let mut cut = None;
         while position < self.size {
             let (batch, next) = self.read_at(position)?;
-            if batch.header.index > raft_index {
+            if batch.header.index >= first_removed {
                 cut = Some(position);
                 break;
             }

@@ -1,0 +1,253 @@
+//! openraft's log storage for partition groups, over the segmented partition log: each
+//! Raft entry is one batch in a segment file, so records are written once, with their
+//! offsets. Vote, committed and purged markers stay in RocksDB ([`GroupMeta`]).
+//!
+//! Appends are written unsynced (readable at once) and reported durable to openraft by
+//! the shared [`SegmentSyncer`] after an fdatasync of the segment file.
+
+use std::fmt::Debug;
+use std::io;
+use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use openraft::alias::{LogIdOf, VoteOf};
+use openraft::entry::RaftEntry;
+use openraft::impls::leader_id_adv::LeaderId;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{EntryPayload, LogId, OptionalSend};
+
+use super::types::{PartitionCommand, PartitionRaftConfig as C, StoredRecord};
+use crate::storage::partition_log::format::EntryKind;
+use crate::storage::partition_log::log::{NewEntry, PartitionLog};
+use crate::storage::partition_log::segment::StoredBatch;
+use crate::storage::partition_log::syncer::SegmentSyncer;
+use crate::storage::{GroupMeta, decode, encode};
+
+type Entry = openraft::alias::EntryOf<C>;
+
+/// Most entry bytes read for one AppendEntries (the transport allows 256 MiB).
+const REPLICATION_BATCH_BYTES: usize = 16 * 1024 * 1024;
+
+/// The log of one partition group; clones share it.
+#[derive(Clone)]
+pub struct PartitionLogStore {
+    log: Arc<RwLock<PartitionLog>>,
+    meta: GroupMeta,
+    syncer: SegmentSyncer,
+}
+
+impl PartitionLogStore {
+    /// Wraps an opened log; restores its purge point from `meta`.
+    pub fn new(
+        log: Arc<RwLock<PartitionLog>>,
+        meta: GroupMeta,
+        syncer: SegmentSyncer,
+    ) -> io::Result<Self> {
+        let purged: Option<LogIdOf<C>> = meta.last_purged()?;
+        log.write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_purged_through(purged.map(|id| id.index()));
+        Ok(PartitionLogStore { log, meta, syncer })
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, PartitionLog> {
+        self.log.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, PartitionLog> {
+        self.log.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The batch fields and payload bytes of an entry.
+fn to_batch(entry: &Entry) -> io::Result<(EntryKind, u32, i64, i64, Vec<u8>)> {
+    Ok(match &entry.payload {
+        EntryPayload::Blank => (EntryKind::Blank, 0, 0, 0, Vec::new()),
+        EntryPayload::Normal(PartitionCommand::Append { records }) => {
+            let first = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
+            let max = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+            (
+                EntryKind::Records,
+                records.len() as u32,
+                first,
+                max,
+                encode(records)?,
+            )
+        }
+        EntryPayload::Membership(membership) => {
+            (EntryKind::Membership, 0, 0, 0, encode(membership)?)
+        }
+    })
+}
+
+/// Rebuilds the Raft entry stored as `batch`.
+fn to_entry(batch: &StoredBatch) -> io::Result<Entry> {
+    let h = &batch.header;
+    let log_id = LogId::new(
+        LeaderId {
+            term: h.term,
+            node_id: h.leader_node,
+        },
+        h.index,
+    );
+    let payload = match h.kind {
+        EntryKind::Blank => EntryPayload::Blank,
+        EntryKind::Records => {
+            let records: Vec<StoredRecord> = decode(&batch.payload)?;
+            if records.len() != h.record_count as usize {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "entry {} holds {} records, its header says {}",
+                        h.index,
+                        records.len(),
+                        h.record_count
+                    ),
+                ));
+            }
+            EntryPayload::Normal(PartitionCommand::Append { records })
+        }
+        EntryKind::Membership => EntryPayload::Membership(decode(&batch.payload)?),
+    };
+    Ok(Entry { log_id, payload })
+}
+
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(x) => *x,
+        Bound::Excluded(x) => x.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(x) => x.saturating_add(1),
+        Bound::Excluded(x) => *x,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl RaftLogReader<C> for PartitionLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (start, end) = bounds(&range);
+        let batches = self.read().read_indexes(start, end, usize::MAX)?;
+        batches.iter().map(to_entry).collect()
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        self.meta.vote()
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        // Keeps every AppendEntries well below the transport's message limit.
+        let batches = self
+            .read()
+            .read_indexes(start, end, REPLICATION_BATCH_BYTES)?;
+        batches.iter().map(to_entry).collect()
+    }
+}
+
+impl RaftLogStorage<C> for PartitionLogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+        let last_purged_log_id: Option<LogIdOf<C>> = self.meta.last_purged()?;
+        let purged_index = last_purged_log_id.map(|id| id.index());
+        let last = self
+            .read()
+            .last()
+            .copied()
+            .filter(|h| purged_index.is_none_or(|p| h.index > p));
+        let last_log_id = match last {
+            Some(h) => Some(LogId::new(
+                LeaderId {
+                    term: h.term,
+                    node_id: h.leader_node,
+                },
+                h.index,
+            )),
+            None => last_purged_log_id,
+        };
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {
+        self.meta.save_vote_and_sync(vote).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        self.meta.save_committed(&committed)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogIdOf<C>>, io::Error> {
+        self.meta.committed()
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<C>) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let now = now_ms();
+        let handle = {
+            let mut log = self.write();
+            for entry in entries {
+                let (kind, record_count, first_timestamp, max_timestamp, payload) =
+                    to_batch(&entry)?;
+                let (leader_id, index) = entry.log_id_parts();
+                log.append(
+                    NewEntry {
+                        term: leader_id.term,
+                        leader_node: leader_id.node_id,
+                        index,
+                        kind,
+                        record_count,
+                        first_timestamp,
+                        max_timestamp,
+                        payload: &payload,
+                    },
+                    now,
+                )?;
+            }
+            log.sync_handle()
+        };
+        match handle {
+            Some(file) => self
+                .syncer
+                .after_sync(file, move |res| callback.io_completed(res)),
+            None => callback.io_completed(Ok(())),
+        }
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        let first_removed = last_log_id.map_or(0, |id| id.index() + 1);
+        self.write().truncate_from(first_removed)
+    }
+
+    async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
+        // Record the purge point first: entries at or below it are ignored from then on.
+        self.meta.save_last_purged_and_sync(&log_id).await?;
+        self.write().purge_through(log_id.index())?;
+        Ok(())
+    }
+}
