@@ -56,7 +56,8 @@ pub struct ProduceArgs {
 #[derive(Args)]
 pub struct ConsumeArgs {
     name: String,
-    /// Where to start: `start`, `end` or an offset.
+    /// Where to start: `start`, `end`, an offset, or `@TIMESTAMP` (ms since the epoch:
+    /// the first record at or after it).
     #[arg(long, default_value = "start")]
     offset: String,
     /// Read only this partition (default: all).
@@ -253,10 +254,15 @@ fn parse_offset(text: &str) -> anyhow::Result<OffsetSpec> {
     match text {
         "start" | "earliest" | "beginning" => Ok(OffsetSpec::Earliest),
         "end" | "latest" => Ok(OffsetSpec::Latest),
-        n => n
-            .parse::<u64>()
-            .map(OffsetSpec::At)
-            .map_err(|_| anyhow::anyhow!("--offset must be `start`, `end` or a number, not `{n}`")),
+        t if t.starts_with('@') => t[1..]
+            .parse::<i64>()
+            .map(OffsetSpec::Timestamp)
+            .map_err(|_| {
+                anyhow::anyhow!("--offset @TIMESTAMP takes milliseconds since the epoch, not `{t}`")
+            }),
+        n => n.parse::<u64>().map(OffsetSpec::At).map_err(|_| {
+            anyhow::anyhow!("--offset must be `start`, `end`, a number or @TIMESTAMP, not `{n}`")
+        }),
     }
 }
 

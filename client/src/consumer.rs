@@ -22,6 +22,9 @@ pub enum OffsetSpec {
     /// The high watermark: only records produced from now on.
     Latest,
     At(u64),
+    /// The first record with a timestamp (ms since the epoch) at or after this one; the
+    /// end of the log when there is none.
+    Timestamp(i64),
 }
 
 #[derive(Debug, Clone)]
@@ -60,18 +63,43 @@ impl Client {
         topic: &str,
         partition: u32,
     ) -> Result<(u64, u64), ClientError> {
+        let (start, end, _) = self.list_offsets_at(topic, partition, None).await?;
+        Ok((start, end))
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp_ms`, or `None`
+    /// when no committed record is that recent.
+    pub async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, ClientError> {
+        Ok(self
+            .list_offsets_at(topic, partition, Some(timestamp_ms))
+            .await?
+            .2)
+    }
+
+    async fn list_offsets_at(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: Option<i64>,
+    ) -> Result<(u64, u64, Option<u64>), ClientError> {
         let deadline = Instant::now() + RETRY_WINDOW;
         self.with_leader(topic, partition, deadline, |addr| async move {
             let mut rpc = self.data_client(&addr)?;
             let request = ListOffsetsRequest {
                 topic: topic.to_string(),
                 partition,
+                timestamp_ms,
             };
             rpc.list_offsets(request)
                 .await
                 .map(|r| {
                     let r = r.into_inner();
-                    (r.log_start_offset, r.high_watermark)
+                    (r.log_start_offset, r.high_watermark, r.timestamp_offset)
                 })
                 .map_err(|s| ClientError::from_status(&addr, &s))
         })
@@ -91,6 +119,12 @@ impl PartitionConsumer {
             OffsetSpec::At(offset) => offset,
             OffsetSpec::Earliest => client.list_offsets(topic, partition).await?.0,
             OffsetSpec::Latest => client.list_offsets(topic, partition).await?.1,
+            OffsetSpec::Timestamp(ts) => {
+                match client.offset_for_timestamp(topic, partition, ts).await? {
+                    Some(offset) => offset,
+                    None => client.list_offsets(topic, partition).await?.1,
+                }
+            }
         };
         Ok(PartitionConsumer {
             client,

@@ -33,6 +33,12 @@ impl ProducerRecord {
         self
     }
 
+    /// Sets the record's timestamp (ms since the epoch) instead of the leader's append time.
+    pub fn timestamp(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+
     pub fn header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push((key.into(), value.into()));
         self

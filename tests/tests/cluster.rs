@@ -490,3 +490,70 @@ async fn deleted_topic_is_removed_everywhere_and_its_name_reusable() -> anyhow::
     assert_eq!(acked.keys().next(), Some(&(0, 0)));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consuming_from_a_timestamp_starts_at_the_first_record_at_or_after_it() -> anyhow::Result<()>
+{
+    let cluster = Cluster::start(3).await?;
+    let client = cluster.client().await?;
+    client.create_topic("timed", 1, 3).await?;
+    client
+        .wait_for_leaders("timed", Duration::from_secs(30))
+        .await?;
+    let producer = client.producer(Default::default());
+    for i in 1..=10i64 {
+        let record = ProducerRecord::new(format!("at-{}", i * 1000)).timestamp(i * 1000);
+        producer.send_and_wait("timed", record).await?;
+    }
+    assert_eq!(
+        client.offset_for_timestamp("timed", 0, 4500).await?,
+        Some(4)
+    );
+    assert_eq!(
+        client.offset_for_timestamp("timed", 0, 5000).await?,
+        Some(4)
+    );
+    assert_eq!(client.offset_for_timestamp("timed", 0, 0).await?, Some(0));
+    assert_eq!(client.offset_for_timestamp("timed", 0, 10_001).await?, None);
+
+    let mut consumer = PartitionConsumer::new(
+        client.clone(),
+        "timed",
+        0,
+        OffsetSpec::Timestamp(4500),
+        Default::default(),
+    )
+    .await?;
+    let records = consumer.poll().await?;
+    assert_eq!(
+        records.first().map(|r| (r.offset, r.timestamp_ms)),
+        Some((4, 5000))
+    );
+    let consumer = PartitionConsumer::new(
+        client.clone(),
+        "timed",
+        0,
+        OffsetSpec::Timestamp(99_999),
+        Default::default(),
+    )
+    .await?;
+    assert_eq!(
+        consumer.position(),
+        10,
+        "no record that recent: start at the end"
+    );
+
+    let output = Command::new(binary("strait"))
+        .args(["--brokers", &cluster.addrs().join(",")])
+        .args([
+            "topic", "consume", "timed", "--offset", "@7000", "--num", "1",
+        ])
+        .output()?;
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(String::from_utf8(output.stdout)?.trim(), "at-7000");
+    Ok(())
+}

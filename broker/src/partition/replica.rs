@@ -141,6 +141,30 @@ impl PartitionReplica {
         Ok((self.log_start_offset(), self.high_watermark()))
     }
 
+    /// The first committed offset whose record timestamp is at or after `timestamp_ms`.
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, BrokerError> {
+        self.ensure_leader()?;
+        self.catch_up_high_watermark().await?;
+        let high_watermark = self.high_watermark();
+        let batch = {
+            let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+            match log.offset_for_timestamp(timestamp_ms)? {
+                Some(base) => log.read_offsets(base, 1)?.into_iter().next(),
+                None => None,
+            }
+        };
+        let Some(batch) = batch else { return Ok(None) };
+        let records: Vec<StoredRecord> = decode(&batch.payload)?;
+        let found = records
+            .iter()
+            .position(|r| r.timestamp_ms >= timestamp_ms)
+            .map(|i| batch.header.base_offset + i as u64);
+        Ok(found.filter(|offset| *offset < high_watermark))
+    }
+
     /// Waits until this leader has applied everything committed in the cluster, so a
     /// newly elected leader does not report a high watermark below acknowledged records.
     async fn catch_up_high_watermark(&self) -> Result<(), BrokerError> {

@@ -116,9 +116,14 @@ impl Strait for ClientApi {
             .get(&request.topic, request.partition)
             .map_err(to_status)?;
         let (log_start_offset, high_watermark) = replica.offsets().await.map_err(to_status)?;
+        let timestamp_offset = match request.timestamp_ms {
+            Some(ts) => replica.offset_for_timestamp(ts).await.map_err(to_status)?,
+            None => None,
+        };
         Ok(Response::new(ListOffsetsResponse {
             log_start_offset,
             high_watermark,
+            timestamp_offset,
         }))
     }
 }
