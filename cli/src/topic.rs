@@ -26,6 +26,19 @@ pub enum TopicCommand {
         /// Replicas per partition (at most the number of live brokers).
         #[arg(short, long, default_value_t = 3)]
         replicas: u32,
+        /// Topic config override KEY=VALUE (repeatable): segment.bytes, segment.ms.
+        #[arg(short = 'c', long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    /// Set or remove config overrides of a topic.
+    AlterConfig {
+        name: String,
+        /// KEY=VALUE to set (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// KEY to reset to its default (repeatable).
+        #[arg(long = "delete", value_name = "KEY")]
+        delete: Vec<String>,
     },
     /// List topics.
     List,
@@ -79,8 +92,11 @@ pub async fn run(
             name,
             partitions,
             replicas,
+            configs,
         } => {
-            client.create_topic(&name, partitions, replicas).await?;
+            client
+                .create_topic_with_configs(&name, partitions, replicas, parse_pairs(&configs)?)
+                .await?;
             let topic = client
                 .wait_for_leaders(&name, std::time::Duration::from_secs(30))
                 .await
@@ -92,6 +108,15 @@ pub async fn run(
                 topic.partitions.len(),
                 topic.replication_factor
             );
+        }
+        TopicCommand::AlterConfig { name, set, delete } => {
+            let topic = client
+                .alter_topic_configs(&name, parse_pairs(&set)?, delete)
+                .await?;
+            println!("altered topic {name}:");
+            for (key, value) in &topic.configs {
+                println!("  {key}={value}");
+            }
         }
         TopicCommand::Delete { name } => {
             client.delete_topic(&name).await?;
@@ -133,6 +158,7 @@ async fn describe(client: &Client, name: &str, format: Format) -> anyhow::Result
         print_json(&json!({
             "name": description.topic.name,
             "replication_factor": description.topic.replication_factor,
+            "configs": description.topic.configs,
             "partitions": description.partitions.iter().map(|p| json!({
                 "partition": p.info.partition,
                 "leader": p.info.leader,
@@ -182,6 +208,10 @@ async fn describe(client: &Client, name: &str, format: Format) -> anyhow::Result
         ],
         &rows,
     );
+    println!("configs:");
+    for (key, value) in &description.topic.configs {
+        println!("  {key}={value}");
+    }
     Ok(())
 }
 
@@ -248,6 +278,17 @@ async fn produce(client: &Client, args: ProduceArgs, format: Format) -> anyhow::
         bail!("{failures} records were not acknowledged; first error: {err}");
     }
     Ok(())
+}
+
+/// Parses `KEY=VALUE` arguments.
+fn parse_pairs(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(anyhow::anyhow!("`{pair}` is not KEY=VALUE")),
+        })
+        .collect()
 }
 
 fn parse_offset(text: &str) -> anyhow::Result<OffsetSpec> {

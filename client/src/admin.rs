@@ -1,8 +1,9 @@
 //! Administration: topics and the cluster's health.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use strait_proto::v1::{CreateTopicRequest, DeleteTopicRequest};
+use strait_proto::v1::{AlterTopicConfigsRequest, CreateTopicRequest, DeleteTopicRequest};
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -67,16 +68,57 @@ impl Client {
         partitions: u32,
         replication_factor: u32,
     ) -> Result<TopicInfo, ClientError> {
+        self.create_topic_with_configs(name, partitions, replication_factor, BTreeMap::new())
+            .await
+    }
+
+    /// Creates a topic with config overrides (`segment.bytes`, `segment.ms`, ...).
+    pub async fn create_topic_with_configs(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u32,
+        configs: BTreeMap<String, String>,
+    ) -> Result<TopicInfo, ClientError> {
+        let configs = &configs;
         let topic = self
             .with_any_broker(|addr| async move {
                 let request = CreateTopicRequest {
                     name: name.to_string(),
                     partitions,
                     replication_factor,
-                    configs: Default::default(),
+                    configs: configs.clone().into_iter().collect(),
                 };
                 self.admin_client(&addr)?
                     .create_topic(request)
+                    .await
+                    .map(|r| r.into_inner().topic)
+                    .map_err(|s| ClientError::from_status(&addr, &s))
+            })
+            .await?;
+        let _ = self.refresh_metadata().await;
+        topic
+            .map(TopicInfo::from)
+            .ok_or_else(|| ClientError::Internal("the broker returned no topic".into()))
+    }
+
+    /// Sets and removes config overrides of a topic; returns the topic as changed.
+    pub async fn alter_topic_configs(
+        &self,
+        name: &str,
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
+    ) -> Result<TopicInfo, ClientError> {
+        let (set, remove) = (&set, &remove);
+        let topic = self
+            .with_any_broker(|addr| async move {
+                let request = AlterTopicConfigsRequest {
+                    name: name.to_string(),
+                    set: set.clone().into_iter().collect(),
+                    remove: remove.clone(),
+                };
+                self.admin_client(&addr)?
+                    .alter_topic_configs(request)
                     .await
                     .map(|r| r.into_inner().topic)
                     .map_err(|s| ClientError::from_status(&addr, &s))

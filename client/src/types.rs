@@ -128,6 +128,8 @@ pub struct TopicInfo {
     pub name: String,
     pub partitions: Vec<PartitionInfo>,
     pub replication_factor: u32,
+    /// Effective configs (defaults overridden by the topic's settings).
+    pub configs: std::collections::BTreeMap<String, String>,
 }
 
 impl From<v1::BrokerMetadata> for BrokerInfo {
@@ -147,6 +149,7 @@ impl From<v1::TopicMetadata> for TopicInfo {
         TopicInfo {
             name: t.name,
             replication_factor: t.replication_factor,
+            configs: t.configs.into_iter().collect(),
             partitions: t
                 .partitions
                 .into_iter()

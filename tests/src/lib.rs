@@ -123,6 +123,10 @@ impl BrokerProcess {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
     }
 
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     pub fn log_path(&self) -> &Path {
         &self.log
     }

@@ -557,3 +557,120 @@ async fn consuming_from_a_timestamp_starts_at_the_first_record_at_or_after_it() 
     assert_eq!(String::from_utf8(output.stdout)?.trim(), "at-7000");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_configs_are_validated_shown_altered_and_roll_segments() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let brokers = cluster.addrs().join(",");
+    let strait = |args: &[&str]| {
+        Command::new(binary("strait"))
+            .args(["--brokers", &brokers])
+            .args(args)
+            .output()
+    };
+    let out = strait(&[
+        "topic",
+        "create",
+        "rolled",
+        "-p",
+        "1",
+        "-r",
+        "3",
+        "-c",
+        "segment.bytes=4096",
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for bad in [
+        "bogus=1",
+        "segment.bytes=abc",
+        "segment.bytes=1",
+        "segment.ms",
+    ] {
+        let out = strait(&["topic", "create", "refused", "-c", bad])?;
+        assert!(!out.status.success(), "-c {bad} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("segment") || stderr.contains("bogus"),
+            "{bad}: {stderr}"
+        );
+    }
+
+    let client = cluster.client().await?;
+    let info = client.topic("rolled").await?;
+    assert_eq!(
+        info.configs.get("segment.bytes").map(String::as_str),
+        Some("4096")
+    );
+    assert!(
+        info.configs.contains_key("segment.ms"),
+        "effective configs include defaults"
+    );
+
+    // Small segments roll on every replica.
+    // One record per request, so that each is its own batch (4 KiB holds ~15 of them).
+    let producer = client.producer(Default::default());
+    for i in 0..100 {
+        producer
+            .send_and_wait("rolled", ProducerRecord::new(format!("{i:0>200}")))
+            .await?;
+    }
+    for broker in &cluster.brokers {
+        let partitions = broker.data_dir().join("partitions");
+        let most = std::fs::read_dir(&partitions)?
+            .filter_map(|e| e.ok())
+            .map(|dir| {
+                std::fs::read_dir(dir.path())
+                    .map(|files| {
+                        files
+                            .filter_map(|f| f.ok())
+                            .filter(|f| f.path().extension().is_some_and(|x| x == "log"))
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(most >= 4, "broker {} has {most} segments", broker.id);
+    }
+    let read = read_topic(&client, "rolled").await?;
+    assert_eq!(read.len(), 100);
+    assert_contiguous(&read);
+
+    // alter-config sets and resets overrides; bad values are refused.
+    let out = strait(&[
+        "topic",
+        "alter-config",
+        "rolled",
+        "--set",
+        "segment.ms=60000",
+        "--delete",
+        "segment.bytes",
+    ])?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = strait(&["--format", "json", "topic", "describe", "rolled"])?;
+    let described: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(described["configs"]["segment.ms"], "60000");
+    assert_eq!(described["configs"]["segment.bytes"], "268435456");
+    let err = client
+        .alter_topic_configs(
+            "rolled",
+            [("segment.ms".to_string(), "-5".to_string())].into(),
+            vec![],
+        )
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err.code(),
+        Some(strait_client::ErrorCode::InvalidConfig),
+        "{err}"
+    );
+    Ok(())
+}

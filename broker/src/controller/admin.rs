@@ -8,6 +8,7 @@ use super::state::{
     ControllerCommand, ControllerReply, MAX_PARTITIONS, MAX_TOPIC_NAME_LEN, Rejection, TopicRecord,
     check_topic_name,
 };
+use super::topic_config::{KEYS, TopicConfig};
 use crate::error::BrokerError;
 
 /// Checks a topic name (see [`check_topic_name`]) as a client error.
@@ -24,6 +25,7 @@ fn rejection_to_error(rejection: Rejection) -> BrokerError {
         Rejection::UnknownTopic(name) => BrokerError::UnknownTopic(name),
         Rejection::Placement(err) => BrokerError::InvalidReplicationFactor(err.to_string()),
         Rejection::InvalidTopic(problem) => BrokerError::InvalidRequest(problem),
+        Rejection::InvalidConfig(problem) => BrokerError::InvalidConfig(problem),
     }
 }
 
@@ -45,11 +47,7 @@ pub async fn create_topic(
             "the replication factor must be at least 1".into(),
         ));
     }
-    if let Some(key) = configs.keys().next() {
-        return Err(BrokerError::InvalidConfig(format!(
-            "unknown topic config `{key}`: this version accepts no topic configs"
-        )));
-    }
+    TopicConfig::from_overrides(&configs).map_err(BrokerError::InvalidConfig)?;
     let command = ControllerCommand::CreateTopic {
         name,
         partitions,
@@ -61,6 +59,36 @@ pub async fn create_topic(
         ControllerReply::Rejected(rejection) => Err(rejection_to_error(rejection)),
         ControllerReply::Done => Err(BrokerError::Internal(
             "topic creation returned no topic".into(),
+        )),
+    }
+}
+
+/// Sets and removes config overrides of a topic; returns the topic as changed.
+pub async fn alter_topic_configs(
+    controller: &Controller,
+    name: String,
+    set: BTreeMap<String, String>,
+    remove: Vec<String>,
+) -> Result<TopicRecord, BrokerError> {
+    validate_topic_name(&name)?;
+    let mut probe = set.clone();
+    for key in &remove {
+        probe.remove(key);
+    }
+    TopicConfig::from_overrides(&probe).map_err(BrokerError::InvalidConfig)?;
+    if let Some(key) = remove.iter().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(BrokerError::InvalidConfig(format!(
+            "unknown topic config `{key}`"
+        )));
+    }
+    match controller
+        .propose(ControllerCommand::AlterTopicConfigs { name, set, remove })
+        .await?
+    {
+        ControllerReply::TopicCreated(topic) => Ok(topic),
+        ControllerReply::Rejected(rejection) => Err(rejection_to_error(rejection)),
+        ControllerReply::Done => Err(BrokerError::Internal(
+            "config change returned no topic".into(),
         )),
     }
 }

@@ -4,6 +4,7 @@
 //! - [`state`]: the replicated metadata and its deterministic `apply`;
 //! - [`state_machine`]: the openraft adapter around it, with snapshots;
 //! - [`placement`]: where new partitions go;
+//! - [`topic_config`]: the configs a topic accepts and their defaults;
 //! - [`admin`]: validation of topic requests before they are proposed;
 //! - [`bootstrap`]: seeds find each other and form the group without a manual step;
 //! - [`liveness`]: the leader's view of broker sessions, fencing silent brokers;
@@ -16,6 +17,7 @@ pub mod liveness;
 pub mod placement;
 pub mod state;
 pub mod state_machine;
+pub mod topic_config;
 pub mod types;
 
 use std::time::{Duration, Instant};

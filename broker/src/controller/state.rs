@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::placement::{PlacementError, place_replicas};
+use super::topic_config::TopicConfig;
 
 /// Most partitions one topic may have.
 pub const MAX_PARTITIONS: u32 = 10_000;
@@ -111,6 +112,12 @@ pub enum ControllerCommand {
     DeleteTopic {
         name: String,
     },
+    /// Sets and removes per-topic config overrides.
+    AlterTopicConfigs {
+        name: String,
+        set: BTreeMap<String, String>,
+        remove: Vec<String>,
+    },
     UpdateLeaders {
         updates: Vec<LeaderUpdate>,
     },
@@ -125,6 +132,9 @@ impl std::fmt::Display for ControllerCommand {
             ControllerCommand::FenceBrokers { ids } => write!(f, "fence-brokers({ids:?})"),
             ControllerCommand::CreateTopic { name, .. } => write!(f, "create-topic({name})"),
             ControllerCommand::DeleteTopic { name } => write!(f, "delete-topic({name})"),
+            ControllerCommand::AlterTopicConfigs { name, .. } => {
+                write!(f, "alter-topic-configs({name})")
+            }
             ControllerCommand::UpdateLeaders { updates } => {
                 write!(f, "update-leaders({})", updates.len())
             }
@@ -143,6 +153,8 @@ pub enum Rejection {
     Placement(#[from] PlacementError),
     #[error("invalid topic: {0}")]
     InvalidTopic(String),
+    #[error("{0}")]
+    InvalidConfig(String),
 }
 
 /// The outcome of applying a command.
@@ -200,6 +212,21 @@ impl ClusterState {
                 Some(_) => ControllerReply::Done,
                 None => ControllerReply::Rejected(Rejection::UnknownTopic(name)),
             },
+            ControllerCommand::AlterTopicConfigs { name, set, remove } => {
+                let Some(topic) = self.topics.get_mut(&name) else {
+                    return ControllerReply::Rejected(Rejection::UnknownTopic(name));
+                };
+                let mut configs = topic.configs.clone();
+                for key in remove {
+                    configs.remove(&key);
+                }
+                configs.extend(set);
+                if let Err(problem) = TopicConfig::from_overrides(&configs) {
+                    return ControllerReply::Rejected(Rejection::InvalidConfig(problem));
+                }
+                topic.configs = configs;
+                ControllerReply::TopicCreated(topic.clone())
+            }
             ControllerCommand::UpdateLeaders { updates } => {
                 for update in updates {
                     self.update_leader(update);
@@ -221,11 +248,13 @@ impl ClusterState {
         if let Err(problem) = check_topic_name(&name) {
             return ControllerReply::Rejected(Rejection::InvalidTopic(problem));
         }
-        if partitions == 0 || partitions > MAX_PARTITIONS || !configs.is_empty() {
+        if partitions == 0 || partitions > MAX_PARTITIONS {
             return ControllerReply::Rejected(Rejection::InvalidTopic(format!(
-                "{partitions} partitions and {} configs requested; allowed are 1 to {MAX_PARTITIONS} partitions and no configs",
-                configs.len()
+                "{partitions} partitions requested; allowed are 1 to {MAX_PARTITIONS}"
             )));
+        }
+        if let Err(problem) = TopicConfig::from_overrides(&configs) {
+            return ControllerReply::Rejected(Rejection::InvalidConfig(problem));
         }
         if self.topics.contains_key(&name) {
             return ControllerReply::Rejected(Rejection::TopicAlreadyExists(name));

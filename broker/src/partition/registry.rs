@@ -16,6 +16,7 @@ use super::log_store::PartitionLogStore;
 use super::replica::{Limits, PartitionReplica};
 use super::state_machine::PartitionStateMachine;
 use crate::controller::state::{ClusterState, PartitionRecord};
+use crate::controller::topic_config::TopicConfig;
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::{ClusterImage, MetadataCache};
 use crate::raft::{GroupNetworkFactory, PeerPool, partition_config, transfer_leadership};
@@ -200,6 +201,9 @@ impl PartitionRegistry {
         self.sweep_orphans(image, &wanted).await;
         for (group, (topic, partition, record)) in wanted {
             if running.contains(&group) {
+                if let Some(replica) = self.by_group(group) {
+                    replica.set_roll_policy(roll_policy(&image.state, &topic));
+                }
                 continue;
             }
             if let Err(err) = self
@@ -276,7 +280,7 @@ impl PartitionRegistry {
     ) -> Result<(), BrokerError> {
         let group = record.group_id;
         let dir = self.partitions_dir.join(group.to_string());
-        let (log, recovery) = PartitionLog::open(&dir, RollPolicy::default())?;
+        let (log, recovery) = PartitionLog::open(&dir, roll_policy(state, &topic))?;
         if let Some(r) = recovery {
             tracing::warn!(
                 %topic, partition, group,
@@ -402,6 +406,19 @@ async fn initialize_group(
     match raft.initialize(members).await {
         Ok(()) => {}
         Err(err) => tracing::debug!(%err, "group already initialized"),
+    }
+}
+
+/// The segment settings of `topic` (defaults when it is unknown or its configs invalid).
+fn roll_policy(state: &ClusterState, topic: &str) -> RollPolicy {
+    let config = state
+        .topics
+        .get(topic)
+        .and_then(|t| TopicConfig::from_overrides(&t.configs).ok())
+        .unwrap_or_default();
+    RollPolicy {
+        segment_bytes: config.segment_bytes,
+        segment_ms: config.segment_ms,
     }
 }
 

@@ -14,7 +14,7 @@ use super::types::{PartitionCommand, PartitionRaft, PartitionReply, StoredRecord
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::MetadataCache;
 use crate::storage::decode;
-use crate::storage::partition_log::log::PartitionLog;
+use crate::storage::partition_log::log::{PartitionLog, RollPolicy};
 
 /// Size limits applied to produce and fetch.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +53,14 @@ pub struct PartitionReplica {
 }
 
 impl PartitionReplica {
+    /// Applies the topic's current segment settings to this replica's log.
+    pub fn set_roll_policy(&self, policy: RollPolicy) {
+        self.log
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_policy(policy);
+    }
+
     pub fn raft(&self) -> &PartitionRaft {
         &self.raft
     }

@@ -2,7 +2,8 @@
 
 use strait_proto::v1::admin_server::Admin;
 use strait_proto::v1::{
-    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse,
+    AlterTopicConfigsRequest, AlterTopicConfigsResponse, CreateTopicRequest, CreateTopicResponse,
+    DeleteTopicRequest, DeleteTopicResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -32,6 +33,25 @@ impl Admin for AdminApi {
         .map_err(to_status)?;
         let image = self.controller.cache.image();
         Ok(Response::new(CreateTopicResponse {
+            topic: Some(topic_metadata(&image.state, &topic)),
+        }))
+    }
+
+    async fn alter_topic_configs(
+        &self,
+        request: Request<AlterTopicConfigsRequest>,
+    ) -> Result<Response<AlterTopicConfigsResponse>, Status> {
+        let request = request.into_inner();
+        let topic = admin::alter_topic_configs(
+            &self.controller,
+            request.name,
+            request.set.into_iter().collect(),
+            request.remove,
+        )
+        .await
+        .map_err(to_status)?;
+        let image = self.controller.cache.image();
+        Ok(Response::new(AlterTopicConfigsResponse {
             topic: Some(topic_metadata(&image.state, &topic)),
         }))
     }

@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use strait_proto::v1;
 
 use crate::controller::state::{ClusterState, TopicRecord};
+use crate::controller::topic_config::TopicConfig;
 use crate::partition::StoredRecord;
 
 pub fn now_ms() -> i64 {
@@ -50,7 +51,11 @@ pub fn topic_metadata(state: &ClusterState, topic: &TopicRecord) -> v1::TopicMet
     v1::TopicMetadata {
         name: topic.name.clone(),
         replication_factor: topic.replication_factor,
-        configs: topic.configs.clone().into_iter().collect(),
+        configs: TopicConfig::from_overrides(&topic.configs)
+            .unwrap_or_default()
+            .effective()
+            .into_iter()
+            .collect(),
         partitions: topic
             .partitions
             .iter()

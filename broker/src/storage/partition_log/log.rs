@@ -157,6 +157,11 @@ impl PartitionLog {
             .expect("a partition log always has an active segment")
     }
 
+    /// Changes when the active segment rolls (a topic config change).
+    pub fn set_policy(&mut self, policy: RollPolicy) {
+        self.policy = policy;
+    }
+
     /// Offset the next record gets (Kafka's log end offset).
     pub fn next_offset(&self) -> u64 {
         self.next_offset
