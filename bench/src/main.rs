@@ -4,6 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+mod storage;
+
 use anyhow::Context;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
@@ -29,6 +31,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Partition log append (with fdatasync per batch) and read speed against the raw
+    /// disk, in the current directory. Needs no cluster.
+    Storage {
+        #[arg(long, default_value_t = 2000)]
+        batches: u64,
+        /// Bytes per batch.
+        #[arg(long, default_value_t = 256 * 1024)]
+        batch_bytes: usize,
+        #[arg(long, default_value_t = 256)]
+        records_per_batch: u32,
+    },
     /// Produce records as fast as the in-flight window allows (acks=all).
     Produce {
         #[arg(long, default_value = "bench")]
@@ -73,10 +86,19 @@ fn machine() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let client = Client::connect(ClientConfig::new(cli.brokers.clone()))
-        .await
-        .context("connecting to the cluster")?;
     match cli.command {
+        Command::Storage {
+            batches,
+            batch_bytes,
+            records_per_batch,
+        } => {
+            println!("machine: {}", machine());
+            storage::run(storage::StorageArgs {
+                batches,
+                batch_bytes,
+                records_per_batch,
+            })?;
+        }
         Command::Produce {
             topic,
             partitions,
@@ -87,6 +109,9 @@ async fn main() -> anyhow::Result<()> {
             linger_ms,
             batch_bytes,
         } => {
+            let client = Client::connect(ClientConfig::new(cli.brokers.clone()))
+                .await
+                .context("connecting to the cluster")?;
             match client.create_topic(&topic, partitions, replicas).await {
                 Ok(_) | Err(ClientError::TopicAlreadyExists(_)) => {}
                 Err(err) => return Err(err.into()),
