@@ -60,13 +60,13 @@ impl StoreBuilder<PartitionRaftConfig, PartitionLogStore, PartitionStateMachine,
         let (dir, store) = open_store().map_err(io)?;
         let (log, _) =
             PartitionLog::open(&dir.path().join("segments"), RollPolicy::default()).map_err(io)?;
+        let (sm, _high_watermark) = PartitionStateMachine::open(store.clone(), 7).map_err(io)?;
         let log_store = PartitionLogStore::new(
             Arc::new(RwLock::new(log)),
             GroupMeta::new(store, 7),
             SegmentSyncer::start(),
         )
         .map_err(io)?;
-        let (sm, _high_watermark) = PartitionStateMachine::new();
         Ok((dir, log_store, sm))
     }
 }

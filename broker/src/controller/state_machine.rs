@@ -11,12 +11,11 @@ use futures::{Stream, TryStreamExt};
 use openraft::alias::SnapshotOf;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend};
-use serde::{Deserialize, Serialize};
 
 use super::state::{ClusterState, ControllerReply};
 use super::types::ControllerRaftConfig as C;
 use crate::metadata::MetadataCache;
-use crate::storage::{Store, decode, encode};
+use crate::storage::{Store, decode, encode, load_snapshot, save_snapshot_and_sync};
 
 type LogId = openraft::alias::LogIdOf<C>;
 type StoredMembership = openraft::alias::StoredMembershipOf<C>;
@@ -24,12 +23,6 @@ type SnapshotMeta = openraft::alias::SnapshotMetaOf<C>;
 
 /// Snapshot key in the store's snapshot column family: the controller is group 0.
 const CONTROLLER_GROUP: u64 = 0;
-
-#[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
-}
 
 pub struct ControllerStateMachine {
     state: ClusterState,
@@ -49,10 +42,10 @@ impl ControllerStateMachine {
             store,
             cache,
         };
-        if let Some(stored) = sm.load_snapshot()? {
-            sm.state = decode(&stored.data)?;
-            sm.last_applied = stored.meta.last_log_id;
-            sm.membership = stored.meta.last_membership;
+        if let Some((meta, data)) = load_snapshot::<C>(&sm.store, CONTROLLER_GROUP)? {
+            sm.state = decode(&data)?;
+            sm.last_applied = meta.last_log_id;
+            sm.membership = meta.last_membership;
         }
         sm.publish();
         Ok(sm)
@@ -62,42 +55,6 @@ impl ControllerStateMachine {
         let version = self.last_applied.as_ref().map_or(0, |id| id.index() + 1);
         self.cache.publish_state(self.state.clone(), version);
     }
-
-    fn load_snapshot(&self) -> io::Result<Option<StoredSnapshot>> {
-        let cf = self.store.cf(crate::storage::CF_SNAPSHOT);
-        match self
-            .store
-            .db()
-            .get_cf(cf, CONTROLLER_GROUP.to_be_bytes())
-            .map_err(io::Error::other)?
-        {
-            Some(bytes) => decode(&bytes).map(Some),
-            None => Ok(None),
-        }
-    }
-}
-
-/// Serializes snapshot writes: a build running in the background must not overwrite a
-/// newer snapshot installed meanwhile (the log below it may be purged already).
-static SNAPSHOT_WRITE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-async fn save_snapshot_and_sync(store: &Store, snapshot: &StoredSnapshot) -> io::Result<()> {
-    {
-        let _guard = SNAPSHOT_WRITE.lock().unwrap_or_else(|e| e.into_inner());
-        let cf = store.cf(crate::storage::CF_SNAPSHOT);
-        let key = CONTROLLER_GROUP.to_be_bytes();
-        if let Some(bytes) = store.db().get_cf(cf, key).map_err(io::Error::other)? {
-            let current: StoredSnapshot = decode(&bytes)?;
-            if current.meta.last_log_id >= snapshot.meta.last_log_id {
-                return Ok(());
-            }
-        }
-        store
-            .db()
-            .put_cf(cf, key, encode(snapshot)?)
-            .map_err(io::Error::other)?;
-    }
-    store.flusher().sync().await
 }
 
 /// Captures the state at one applied index and writes it as the current snapshot.
@@ -117,14 +74,10 @@ impl RaftSnapshotBuilder<C> for ControllerSnapshotBuilder {
             last_log_id: self.last_applied,
             last_membership: self.membership.clone(),
         };
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        save_snapshot_and_sync(&self.store, &stored).await?;
+        save_snapshot_and_sync::<C>(&self.store, CONTROLLER_GROUP, &meta, &data).await?;
         Ok(Snapshot {
             meta,
-            snapshot: Cursor::new(stored.data),
+            snapshot: Cursor::new(data),
         })
     }
 }
@@ -175,11 +128,7 @@ impl RaftStateMachine<C> for ControllerStateMachine {
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
         let state: ClusterState = decode(&data)?;
-        let stored = StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        };
-        save_snapshot_and_sync(&self.store, &stored).await?;
+        save_snapshot_and_sync::<C>(&self.store, CONTROLLER_GROUP, meta, &data).await?;
         self.state = state;
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
@@ -190,9 +139,11 @@ impl RaftStateMachine<C> for ControllerStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<C, Cursor<Vec<u8>>>>, io::Error> {
-        Ok(self.load_snapshot()?.map(|stored| Snapshot {
-            meta: stored.meta,
-            snapshot: Cursor::new(stored.data),
-        }))
+        Ok(
+            load_snapshot::<C>(&self.store, CONTROLLER_GROUP)?.map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: Cursor::new(data),
+            }),
+        )
     }
 }

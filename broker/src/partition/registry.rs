@@ -298,7 +298,7 @@ impl PartitionRegistry {
             GroupMeta::new(self.store.clone(), group),
             self.syncer.clone(),
         )?;
-        let (sm, high_watermark) = PartitionStateMachine::new();
+        let (sm, high_watermark) = PartitionStateMachine::open(self.store.clone(), group)?;
         let network = GroupNetworkFactory::new(group, self.peers.clone());
         let raft = Raft::new(self.broker_id, partition_config(), network, log_store, sm)
             .await

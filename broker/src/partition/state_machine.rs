@@ -3,7 +3,8 @@
 //! The records and their offsets live in the segmented log (written once, by the log
 //! store); applying a committed batch only advances the high watermark — the offset
 //! after the last committed record — and answers the batch's base offset to the
-//! producer. The watermark is rebuilt at start-up by re-applying the committed log.
+//! producer. Snapshots (positions only) are stored in RocksDB; at start-up the state is
+//! the last snapshot plus the committed log re-applied after it.
 
 use std::io::{self, Cursor};
 
@@ -11,47 +12,70 @@ use futures::{Stream, TryStreamExt};
 use openraft::alias::SnapshotOf;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::{PartitionCommand, PartitionRaftConfig as C, PartitionReply};
-use crate::storage::{decode, encode};
+use crate::storage::{GroupId, Store, decode, encode, load_snapshot, save_snapshot_and_sync};
 
 type LogId = openraft::alias::LogIdOf<C>;
 type StoredMembership = openraft::alias::StoredMembershipOf<C>;
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<C>;
 
+/// What a partition snapshot holds: positions, not records (those stay in the log).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionSnapshot {
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
 pub struct PartitionStateMachine {
+    group: GroupId,
+    store: Store,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     high_watermark: watch::Sender<u64>,
-    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
 }
 
 impl PartitionStateMachine {
-    /// A fresh state machine and a receiver of its high watermark.
-    pub fn new() -> (PartitionStateMachine, watch::Receiver<u64>) {
-        let (tx, rx) = watch::channel(0);
-        let sm = PartitionStateMachine {
+    /// The state machine of `group`, restored from its stored snapshot if any, and a
+    /// receiver of its high watermark.
+    pub fn open(
+        store: Store,
+        group: GroupId,
+    ) -> io::Result<(PartitionStateMachine, watch::Receiver<u64>)> {
+        let mut sm = PartitionStateMachine {
+            group,
+            store,
             last_applied: None,
             membership: StoredMembership::default(),
-            high_watermark: tx,
-            snapshot: None,
+            high_watermark: watch::Sender::new(0),
         };
-        (sm, rx)
+        if let Some((meta, data)) = load_snapshot::<C>(&sm.store, group)? {
+            let snapshot: PartitionSnapshot = decode(&data)?;
+            sm.last_applied = meta.last_log_id;
+            sm.membership = meta.last_membership;
+            sm.high_watermark.send_replace(snapshot.high_watermark);
+        }
+        let rx = sm.high_watermark.subscribe();
+        Ok((sm, rx))
     }
 }
 
-/// A snapshot of a partition group is its high watermark: the records stay in the log.
+/// Captures the positions at one applied index and stores them as the snapshot.
 pub struct PartitionSnapshotBuilder {
+    group: GroupId,
+    store: Store,
     meta: SnapshotMeta,
-    data: io::Result<Vec<u8>>,
+    snapshot: PartitionSnapshot,
 }
 
 impl RaftSnapshotBuilder<C> for PartitionSnapshotBuilder {
     type SnapshotData = Cursor<Vec<u8>>;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<C, Cursor<Vec<u8>>>, io::Error> {
-        let data = std::mem::replace(&mut self.data, Ok(Vec::new()))?;
+        let data = encode(&self.snapshot)?;
+        save_snapshot_and_sync::<C>(&self.store, self.group, &self.meta, &data).await?;
         Ok(Snapshot {
             meta: self.meta.clone(),
             snapshot: Cursor::new(data),
@@ -99,15 +123,18 @@ impl RaftStateMachine<C> for PartitionStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let data = encode(&*self.high_watermark.borrow());
-        let meta = SnapshotMeta {
-            last_log_id: self.last_applied,
-            last_membership: self.membership.clone(),
-        };
-        if let Ok(bytes) = &data {
-            self.snapshot = Some((meta.clone(), bytes.clone()));
+        PartitionSnapshotBuilder {
+            group: self.group,
+            store: self.store.clone(),
+            meta: SnapshotMeta {
+                last_log_id: self.last_applied,
+                last_membership: self.membership.clone(),
+            },
+            snapshot: PartitionSnapshot {
+                high_watermark: *self.high_watermark.borrow(),
+                log_start_offset: 0,
+            },
         }
-        PartitionSnapshotBuilder { meta, data }
     }
 
     async fn install_snapshot(
@@ -116,20 +143,22 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         snapshot: Cursor<Vec<u8>>,
     ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
-        let high_watermark: u64 = decode(&data)?;
-        self.high_watermark.send_replace(high_watermark);
+        let state: PartitionSnapshot = decode(&data)?;
+        save_snapshot_and_sync::<C>(&self.store, self.group, meta, &data).await?;
+        self.high_watermark.send_replace(state.high_watermark);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
-        self.snapshot = Some((meta.clone(), data));
         Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<SnapshotOf<C, Cursor<Vec<u8>>>>, io::Error> {
-        Ok(self.snapshot.as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Cursor::new(data.clone()),
-        }))
+        Ok(
+            load_snapshot::<C>(&self.store, self.group)?.map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: Cursor::new(data),
+            }),
+        )
     }
 }

@@ -10,9 +10,10 @@ mod flusher;
 mod group_meta;
 pub mod partition_log;
 mod raft_log;
+mod snapshot_store;
 
-pub(crate) use db::CF_SNAPSHOT;
 pub use db::{GroupId, Store, StoreError};
 pub use flusher::Flusher;
 pub use group_meta::GroupMeta;
 pub use raft_log::{RaftLogStore, decode, encode};
+pub use snapshot_store::{load_snapshot, save_snapshot_and_sync};
