@@ -5,7 +5,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use clap::Parser;
+
+use crate::controller::topic_config::TopicConfig;
 use serde::Deserialize;
 
 /// A configuration problem; the broker refuses to start and prints it.
@@ -63,6 +67,15 @@ pub struct BrokerArgs {
     /// Default produce timeout when the request gives none [default: 30000].
     #[arg(long)]
     pub produce_timeout_ms: Option<u64>,
+    /// Cluster default of the topic config `retention.ms` [default: 604800000, 7 days].
+    #[arg(long, allow_hyphen_values = true)]
+    pub retention_ms: Option<i64>,
+    /// Cluster default of the topic config `retention.bytes` [default: -1, no limit].
+    #[arg(long, allow_hyphen_values = true)]
+    pub retention_bytes: Option<i64>,
+    /// How often leaders look for segments to delete [default: 30000].
+    #[arg(long)]
+    pub retention_check_ms: Option<u64>,
 }
 
 impl BrokerArgs {
@@ -80,6 +93,9 @@ impl BrokerArgs {
             max_request_bytes: self.max_request_bytes.or(other.max_request_bytes),
             session_timeout_ms: self.session_timeout_ms.or(other.session_timeout_ms),
             produce_timeout_ms: self.produce_timeout_ms.or(other.produce_timeout_ms),
+            retention_ms: self.retention_ms.or(other.retention_ms),
+            retention_bytes: self.retention_bytes.or(other.retention_bytes),
+            retention_check_ms: self.retention_check_ms.or(other.retention_check_ms),
         }
     }
 }
@@ -97,6 +113,9 @@ pub struct BrokerConfig {
     pub max_request_bytes: usize,
     pub session_timeout: Duration,
     pub produce_timeout: Duration,
+    /// Topic configs of topics that do not override them.
+    pub topic_defaults: TopicConfig,
+    pub retention_check: Duration,
 }
 
 impl BrokerConfig {
@@ -173,6 +192,25 @@ impl BrokerConfig {
                 message: "must be between 100 and 600000".into(),
             });
         }
+        let mut defaults = BTreeMap::new();
+        if let Some(ms) = args.retention_ms {
+            defaults.insert("retention.ms".to_string(), ms.to_string());
+        }
+        if let Some(bytes) = args.retention_bytes {
+            defaults.insert("retention.bytes".to_string(), bytes.to_string());
+        }
+        let topic_defaults =
+            TopicConfig::from_overrides(&defaults).map_err(|message| ConfigError::Invalid {
+                key: "retention",
+                message,
+            })?;
+        let retention_check_ms = args.retention_check_ms.unwrap_or(30_000);
+        if !(100..=3_600_000).contains(&retention_check_ms) {
+            return Err(ConfigError::Invalid {
+                key: "retention-check-ms",
+                message: "must be between 100 and 3600000".into(),
+            });
+        }
         Ok(BrokerConfig {
             id,
             listen,
@@ -184,6 +222,8 @@ impl BrokerConfig {
             max_request_bytes,
             session_timeout: Duration::from_millis(session_timeout_ms),
             produce_timeout: Duration::from_millis(produce_timeout_ms),
+            topic_defaults,
+            retention_check: Duration::from_millis(retention_check_ms),
         })
     }
 

@@ -93,6 +93,7 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
         peers.clone(),
         cache.clone(),
         limits,
+        config.topic_defaults,
     ));
     let liveness = Arc::new(Liveness::default());
     let roles = if voter {
@@ -131,6 +132,11 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
         draining,
     ));
     tokio::spawn(run_leader_rebalancer(partitions.clone(), shutdown.clone()));
+    tokio::spawn(
+        partitions
+            .clone()
+            .run_retention(config.retention_check, shutdown.clone()),
+    );
     tokio::spawn(sync_peer_addresses(
         cache.clone(),
         peers.clone(),
@@ -146,12 +152,14 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
                 cache: cache.clone(),
                 controller: controller.clone(),
                 partitions: partitions.clone(),
+                topic_defaults: config.topic_defaults,
             })
             .max_decoding_message_size(client_limit)
             .max_encoding_message_size(64 * 1024 * 1024),
         )
         .add_service(AdminServer::new(AdminApi {
             controller: controller.clone(),
+            topic_defaults: config.topic_defaults,
         }))
         .add_service(
             RaftTransportServer::new(RaftTransportApi {

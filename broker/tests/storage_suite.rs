@@ -10,6 +10,7 @@ use openraft::type_config::TypeConfigExt;
 use strait_broker::controller::state_machine::ControllerStateMachine;
 use strait_broker::controller::types::ControllerRaftConfig;
 use strait_broker::metadata::MetadataCache;
+use strait_broker::partition::state_machine::InstalledOffset;
 use strait_broker::partition::types::PartitionRaftConfig;
 use strait_broker::partition::{PartitionLogStore, PartitionStateMachine};
 use strait_broker::storage::partition_log::log::{PartitionLog, RollPolicy};
@@ -60,11 +61,16 @@ impl StoreBuilder<PartitionRaftConfig, PartitionLogStore, PartitionStateMachine,
         let (dir, store) = open_store().map_err(io)?;
         let (log, _) =
             PartitionLog::open(&dir.path().join("segments"), RollPolicy::default()).map_err(io)?;
-        let (sm, _high_watermark) = PartitionStateMachine::open(store.clone(), 7).map_err(io)?;
+        let log = Arc::new(RwLock::new(log));
+        let installed = InstalledOffset::default();
+        let (sm, _positions) =
+            PartitionStateMachine::open(store.clone(), 7, installed.clone(), log.clone())
+                .map_err(io)?;
         let log_store = PartitionLogStore::new(
-            Arc::new(RwLock::new(log)),
+            log,
             GroupMeta::new(store, 7),
             SegmentSyncer::start(),
+            installed,
         )
         .map_err(io)?;
         Ok((dir, log_store, sm))

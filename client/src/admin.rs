@@ -154,9 +154,12 @@ impl Client {
         let deadline = Instant::now() + timeout;
         loop {
             self.refresh_metadata().await?;
-            let info = self.topic(topic).await?;
-            if info.partitions.iter().all(|p| p.leader.is_some()) {
-                return Ok(info);
+            // A broker that answers metadata may not have applied a just-created topic yet.
+            match self.snapshot().topics.get(topic) {
+                Some(info) if info.partitions.iter().all(|p| p.leader.is_some()) => {
+                    return Ok(info.clone());
+                }
+                _ => {}
             }
             if Instant::now() > deadline {
                 return Err(ClientError::Timeout(format!(

@@ -196,6 +196,7 @@ impl Cluster {
             .arg(format!("--data-dir={}", broker.data_dir.display()))
             .arg(format!("--seeds={}", self.seeds))
             .arg("--session-timeout-ms=3000")
+            .arg("--retention-check-ms=500")
             .env("STRAIT_LOG", "info,openraft=error")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

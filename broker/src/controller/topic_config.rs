@@ -16,6 +16,10 @@ pub struct TopicConfig {
     pub segment_bytes: u64,
     /// Roll the active segment once its first record is this old.
     pub segment_ms: i64,
+    /// Delete a sealed segment once its newest record is this old (-1: never).
+    pub retention_ms: i64,
+    /// Delete the oldest sealed segments while the log is larger than this (-1: no limit).
+    pub retention_bytes: i64,
 }
 
 impl Default for TopicConfig {
@@ -23,18 +27,30 @@ impl Default for TopicConfig {
         TopicConfig {
             segment_bytes: 256 * 1024 * 1024,
             segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
         }
     }
 }
 
 /// Every key a topic accepts.
-pub const KEYS: [&str; 2] = ["segment.bytes", "segment.ms"];
+pub const KEYS: [&str; 4] = [
+    "retention.bytes",
+    "retention.ms",
+    "segment.bytes",
+    "segment.ms",
+];
 
 impl TopicConfig {
     /// The defaults overridden by `overrides`; an unknown key or a bad value is an error
     /// naming it.
     pub fn from_overrides(overrides: &BTreeMap<String, String>) -> Result<TopicConfig, String> {
-        let mut config = TopicConfig::default();
+        TopicConfig::default().overridden(overrides)
+    }
+
+    /// `self` (the cluster defaults) overridden by a topic's `overrides`.
+    pub fn overridden(&self, overrides: &BTreeMap<String, String>) -> Result<TopicConfig, String> {
+        let mut config = *self;
         for (key, value) in overrides {
             match key.as_str() {
                 "segment.bytes" => {
@@ -58,6 +74,19 @@ impl TopicConfig {
                     }
                     config.segment_ms = v;
                 }
+                "retention.ms" | "retention.bytes" => {
+                    let v: i64 = value.parse().map_err(|_| {
+                        format!("{key} must be a number (-1 for no limit), not `{value}`")
+                    })?;
+                    if v < -1 {
+                        return Err(format!("{key} must be -1 (no limit) or at least 0"));
+                    }
+                    if key == "retention.ms" {
+                        config.retention_ms = v;
+                    } else {
+                        config.retention_bytes = v;
+                    }
+                }
                 other => {
                     return Err(format!(
                         "unknown topic config `{other}` (known: {})",
@@ -72,6 +101,11 @@ impl TopicConfig {
     /// Every key with its effective value, for `describe`.
     pub fn effective(&self) -> BTreeMap<String, String> {
         BTreeMap::from([
+            (
+                "retention.bytes".to_string(),
+                self.retention_bytes.to_string(),
+            ),
+            ("retention.ms".to_string(), self.retention_ms.to_string()),
             ("segment.bytes".to_string(), self.segment_bytes.to_string()),
             ("segment.ms".to_string(), self.segment_ms.to_string()),
         ])
@@ -105,6 +139,8 @@ mod tests {
             ("segment.bytes", "abc"),
             ("segment.bytes", "1"),
             ("segment.ms", "5"),
+            ("retention.ms", "-7"),
+            ("retention.bytes", "lots"),
         ] {
             let err = TopicConfig::from_overrides(&overrides(&[(k, v)])).expect_err("refused");
             assert!(err.contains(k), "{err}");

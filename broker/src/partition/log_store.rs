@@ -16,6 +16,7 @@ use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{EntryPayload, LogId, OptionalSend};
 
+use super::state_machine::InstalledOffset;
 use super::types::{PartitionCommand, PartitionRaftConfig as C, StoredRecord};
 use crate::storage::partition_log::format::EntryKind;
 use crate::storage::partition_log::log::{NewEntry, PartitionLog};
@@ -34,6 +35,7 @@ pub struct PartitionLogStore {
     log: Arc<RwLock<PartitionLog>>,
     meta: GroupMeta,
     syncer: SegmentSyncer,
+    installed: InstalledOffset,
 }
 
 impl PartitionLogStore {
@@ -42,12 +44,18 @@ impl PartitionLogStore {
         log: Arc<RwLock<PartitionLog>>,
         meta: GroupMeta,
         syncer: SegmentSyncer,
+        installed: InstalledOffset,
     ) -> io::Result<Self> {
         let purged: Option<LogIdOf<C>> = meta.last_purged()?;
         log.write()
             .unwrap_or_else(|e| e.into_inner())
             .set_purged_through(purged.map(|id| id.index()));
-        Ok(PartitionLogStore { log, meta, syncer })
+        Ok(PartitionLogStore {
+            log,
+            meta,
+            syncer,
+            installed,
+        })
     }
 
     fn read(&self) -> RwLockReadGuard<'_, PartitionLog> {
@@ -83,6 +91,9 @@ fn to_batch(entry: &Entry) -> io::Result<(EntryKind, u32, i64, i64, Vec<u8>)> {
         EntryPayload::Membership(membership) => {
             (EntryKind::Membership, 0, 0, 0, encode(membership)?)
         }
+        EntryPayload::Normal(command @ PartitionCommand::Retain { .. }) => {
+            (EntryKind::Control, 0, 0, 0, encode(command)?)
+        }
     })
 }
 
@@ -114,6 +125,7 @@ fn to_entry(batch: &StoredBatch) -> io::Result<Entry> {
             EntryPayload::Normal(PartitionCommand::Append { records })
         }
         EntryKind::Membership => EntryPayload::Membership(decode(&batch.payload)?),
+        EntryKind::Control => EntryPayload::Normal(decode(&batch.payload)?),
     };
     Ok(Entry { log_id, payload })
 }
@@ -247,7 +259,17 @@ impl RaftLogStorage<C> for PartitionLogStore {
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
         // Record the purge point first: entries at or below it are ignored from then on.
         self.meta.save_last_purged_and_sync(&log_id).await?;
-        self.write().purge_through(log_id.index())?;
-        Ok(())
+        let installed = self
+            .installed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let mut log = self.write();
+        let beyond_end = log.last().is_none_or(|h| h.index <= log_id.index());
+        match installed {
+            // A snapshot from the leader covers everything this replica had.
+            Some(next_offset) if beyond_end => log.reset(next_offset, log_id.index()),
+            _ => log.purge_through(log_id.index()).map(|_| ()),
+        }
     }
 }

@@ -4,7 +4,7 @@
 mod log_store;
 mod registry;
 mod replica;
-mod state_machine;
+pub mod state_machine;
 pub mod types;
 
 pub use log_store::PartitionLogStore;

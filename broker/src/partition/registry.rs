@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use super::log_store::PartitionLogStore;
 use super::replica::{Limits, PartitionReplica};
-use super::state_machine::PartitionStateMachine;
+use super::state_machine::{InstalledOffset, PartitionStateMachine};
 use crate::controller::state::{ClusterState, PartitionRecord};
 use crate::controller::topic_config::TopicConfig;
 use crate::error::{BrokerError, LeaderHint};
@@ -38,6 +38,7 @@ pub struct PartitionRegistry {
     cache: MetadataCache,
     limits: Limits,
     groups: RwLock<HashMap<u64, Arc<PartitionReplica>>>,
+    topic_defaults: TopicConfig,
     /// Whether orphaned data was swept since start-up (once is enough: later deletions
     /// are handled as they happen).
     swept: AtomicBool,
@@ -51,6 +52,7 @@ impl PartitionRegistry {
         peers: PeerPool,
         cache: MetadataCache,
         limits: Limits,
+        topic_defaults: TopicConfig,
     ) -> Self {
         PartitionRegistry {
             broker_id,
@@ -62,6 +64,7 @@ impl PartitionRegistry {
             limits,
             groups: RwLock::new(HashMap::new()),
             swept: AtomicBool::new(false),
+            topic_defaults,
         }
     }
 
@@ -161,6 +164,30 @@ impl PartitionRegistry {
         }
     }
 
+    /// Every `interval`, applies each partition's retention: leaders propose a new log
+    /// start offset when sealed segments expired, and every replica purges the segments
+    /// below the log start.
+    pub async fn run_retention(
+        self: Arc<Self>,
+        interval: Duration,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            let image = self.cache.image();
+            for replica in self.all() {
+                let config = topic_config(&image.state, &replica.topic, &self.topic_defaults);
+                if let Err(err) = replica.enforce_retention(&config).await {
+                    tracing::warn!(topic = %replica.topic, partition = replica.partition, %err, "retention failed");
+                }
+            }
+        }
+    }
+
     /// Follows the metadata image until `shutdown` fires, then stops every group.
     pub async fn run_reconciler(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut images = self.cache.subscribe();
@@ -202,7 +229,11 @@ impl PartitionRegistry {
         for (group, (topic, partition, record)) in wanted {
             if running.contains(&group) {
                 if let Some(replica) = self.by_group(group) {
-                    replica.set_roll_policy(roll_policy(&image.state, &topic));
+                    replica.set_roll_policy(roll_policy(
+                        &image.state,
+                        &topic,
+                        &self.topic_defaults,
+                    ));
                 }
                 continue;
             }
@@ -280,7 +311,8 @@ impl PartitionRegistry {
     ) -> Result<(), BrokerError> {
         let group = record.group_id;
         let dir = self.partitions_dir.join(group.to_string());
-        let (log, recovery) = PartitionLog::open(&dir, roll_policy(state, &topic))?;
+        let (log, recovery) =
+            PartitionLog::open(&dir, roll_policy(state, &topic, &self.topic_defaults))?;
         if let Some(r) = recovery {
             tracing::warn!(
                 %topic, partition, group,
@@ -293,12 +325,15 @@ impl PartitionRegistry {
             );
         }
         let log = Arc::new(RwLock::new(log));
+        let installed = InstalledOffset::default();
         let log_store = PartitionLogStore::new(
             log.clone(),
             GroupMeta::new(self.store.clone(), group),
             self.syncer.clone(),
+            installed.clone(),
         )?;
-        let (sm, high_watermark) = PartitionStateMachine::open(self.store.clone(), group)?;
+        let (sm, positions) =
+            PartitionStateMachine::open(self.store.clone(), group, installed, log.clone())?;
         let network = GroupNetworkFactory::new(group, self.peers.clone());
         let raft = Raft::new(self.broker_id, partition_config(), network, log_store, sm)
             .await
@@ -328,7 +363,7 @@ impl PartitionRegistry {
             partition,
             group_id: group,
             raft,
-            high_watermark,
+            positions,
             log,
             cache: self.cache.clone(),
             limits: self.limits,
@@ -410,16 +445,21 @@ async fn initialize_group(
 }
 
 /// The segment settings of `topic` (defaults when it is unknown or its configs invalid).
-fn roll_policy(state: &ClusterState, topic: &str) -> RollPolicy {
-    let config = state
-        .topics
-        .get(topic)
-        .and_then(|t| TopicConfig::from_overrides(&t.configs).ok())
-        .unwrap_or_default();
+fn roll_policy(state: &ClusterState, topic: &str, defaults: &TopicConfig) -> RollPolicy {
+    let config = topic_config(state, topic, defaults);
     RollPolicy {
         segment_bytes: config.segment_bytes,
         segment_ms: config.segment_ms,
     }
+}
+
+/// The effective config of `topic`: its overrides over the cluster defaults.
+fn topic_config(state: &ClusterState, topic: &str, defaults: &TopicConfig) -> TopicConfig {
+    state
+        .topics
+        .get(topic)
+        .and_then(|t| defaults.overridden(&t.configs).ok())
+        .unwrap_or(*defaults)
 }
 
 /// Finds a partition in the image, or the client error for a missing one.

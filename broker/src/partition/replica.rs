@@ -8,9 +8,12 @@ use std::time::Duration;
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use tokio::sync::watch;
 
-use super::types::{PartitionCommand, PartitionRaft, PartitionReply, StoredRecord};
+use super::state_machine::{Positions, retention_boundary};
+use super::types::{
+    PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply, StoredRecord,
+};
+use crate::controller::topic_config::TopicConfig;
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::MetadataCache;
 use crate::storage::decode;
@@ -46,7 +49,7 @@ pub struct PartitionReplica {
     pub partition: u32,
     pub group_id: u64,
     pub(super) raft: PartitionRaft,
-    pub(super) high_watermark: watch::Receiver<u64>,
+    pub(super) positions: Positions,
     pub(super) log: Arc<RwLock<PartitionLog>>,
     pub(super) cache: MetadataCache,
     pub(super) limits: Limits,
@@ -193,14 +196,18 @@ impl PartitionReplica {
     }
 
     fn high_watermark(&self) -> u64 {
-        *self.high_watermark.borrow()
+        *self.positions.high_watermark.borrow()
     }
 
+    /// The first offset this replica can serve: retention's log start, or later when
+    /// this replica's log was restarted from a snapshot.
     fn log_start_offset(&self) -> u64 {
-        self.log
+        let physical = self
+            .log
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .log_start_offset()
+            .log_start_offset();
+        physical.max(*self.positions.log_start_offset.borrow())
     }
 
     /// Reads committed records from `offset`, up to about `max_bytes`, waiting up to
@@ -229,7 +236,7 @@ impl PartitionReplica {
             });
         }
         if offset == high_watermark && !max_wait.is_zero() {
-            let mut watch = self.high_watermark.clone();
+            let mut watch = self.positions.high_watermark.clone();
             let wait = watch.wait_for(|hw| *hw > offset);
             // Timing out is a normal, empty long-poll answer.
             let _ = tokio::time::timeout(max_wait.min(MAX_FETCH_WAIT), wait).await;
@@ -271,6 +278,87 @@ impl PartitionReplica {
             }
         }
         Ok(fetched)
+    }
+
+    /// Retention, in two steps. The leader proposes a new log start offset through Raft
+    /// when sealed segments are past `retention.ms` or the log is over `retention.bytes`
+    /// (committed records only); every replica applies it identically. Then each replica
+    /// snapshots at the retention boundary and lets openraft purge the segments below it.
+    pub async fn enforce_retention(&self, config: &TopicConfig) -> Result<(), BrokerError> {
+        if self.leader_report().is_some() {
+            let now = crate::service::convert::now_ms();
+            let high_watermark = self.high_watermark();
+            let current = *self.positions.log_start_offset.borrow();
+            let new_start = {
+                let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+                let mut remaining = log.size_bytes();
+                let mut start = current;
+                for (last, size, max_timestamp) in log.sealed_segments() {
+                    let expired = config.retention_ms >= 0
+                        && max_timestamp < now.saturating_sub(config.retention_ms);
+                    let oversize =
+                        config.retention_bytes >= 0 && remaining > config.retention_bytes as u64;
+                    if !(expired || oversize) || last.next_offset() > high_watermark {
+                        break;
+                    }
+                    remaining -= size;
+                    start = start.max(last.next_offset());
+                }
+                start
+            };
+            if new_start > current {
+                tracing::info!(topic = %self.topic, partition = self.partition, log_start_offset = new_start, "retention moves the log start");
+                let retain = PartitionCommand::Retain {
+                    log_start_offset: new_start,
+                };
+                // Losing leadership meanwhile is fine: the next leader will propose it.
+                let _ = self.raft.client_write(retain).await;
+            }
+        }
+        self.purge_below_log_start().await
+    }
+
+    async fn purge_below_log_start(&self) -> Result<(), BrokerError> {
+        let log_start = *self.positions.log_start_offset.borrow();
+        let (boundary, purged) = {
+            let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+            (retention_boundary(&log, log_start), log.purged_through())
+        };
+        let Some(boundary) = boundary else {
+            return Ok(());
+        };
+        if purged.is_some_and(|p| p >= boundary.index) {
+            return Ok(());
+        }
+        let stopped = |e: openraft::error::Fatal<PartitionRaftConfig>| {
+            BrokerError::Unavailable(e.to_string())
+        };
+        let mut metrics = self.raft.metrics();
+        let has_snapshot = |m: &openraft::RaftMetrics<PartitionRaftConfig>| {
+            m.snapshot.is_some_and(|s| s.index() >= boundary.index)
+        };
+        if !has_snapshot(&metrics.borrow_watched()) {
+            self.raft.trigger().snapshot().await.map_err(stopped)?;
+            let built = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    if has_snapshot(&metrics.borrow_watched()) {
+                        return true;
+                    }
+                    if metrics.changed().await.is_err() {
+                        return false;
+                    }
+                }
+            })
+            .await;
+            if !matches!(built, Ok(true)) {
+                return Ok(());
+            }
+        }
+        self.raft
+            .trigger()
+            .purge_log(boundary.index)
+            .await
+            .map_err(stopped)
     }
 
     /// Whether this replica leads and `follower` has every entry of its log.

@@ -1,12 +1,15 @@
-//! openraft state machine of a partition group: it moves the high watermark.
+//! openraft state machine of a partition group: it moves the high watermark and the
+//! log start offset.
 //!
 //! The records and their offsets live in the segmented log (written once, by the log
 //! store); applying a committed batch only advances the high watermark — the offset
 //! after the last committed record — and answers the batch's base offset to the
-//! producer. Snapshots (positions only) are stored in RocksDB; at start-up the state is
-//! the last snapshot plus the committed log re-applied after it.
+//! producer. A `Retain` entry moves the log start offset (retention), identically on
+//! every replica. Snapshots (positions only) are stored in RocksDB; at start-up the state
+//! is the last snapshot plus the committed log re-applied after it.
 
 use std::io::{self, Cursor};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::{Stream, TryStreamExt};
 use openraft::alias::SnapshotOf;
@@ -16,9 +19,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::{PartitionCommand, PartitionRaftConfig as C, PartitionReply};
+use crate::storage::partition_log::format::BatchHeader;
+use crate::storage::partition_log::log::PartitionLog;
 use crate::storage::{GroupId, Store, decode, encode, load_snapshot, save_snapshot_and_sync};
 
 type LogId = openraft::alias::LogIdOf<C>;
+use openraft::impls::leader_id_adv::LeaderId;
 type StoredMembership = openraft::alias::StoredMembershipOf<C>;
 type SnapshotMeta = openraft::alias::SnapshotMetaOf<C>;
 
@@ -29,36 +35,70 @@ pub struct PartitionSnapshot {
     pub log_start_offset: u64,
 }
 
+/// Set when a snapshot from the leader is installed: the offset at which the log store
+/// must restart the local log when openraft then purges everything up to the snapshot.
+pub type InstalledOffset = Arc<Mutex<Option<u64>>>;
+
+/// Receivers of a partition state machine's positions.
+#[derive(Clone)]
+pub struct Positions {
+    pub high_watermark: watch::Receiver<u64>,
+    pub log_start_offset: watch::Receiver<u64>,
+}
+
 pub struct PartitionStateMachine {
     group: GroupId,
     store: Store,
     last_applied: Option<LogId>,
     membership: StoredMembership,
     high_watermark: watch::Sender<u64>,
+    log_start_offset: watch::Sender<u64>,
+    installed: InstalledOffset,
+    log: Arc<RwLock<PartitionLog>>,
+}
+
+/// The last entry of the sealed segments that lie wholly below `log_start_offset`: the
+/// point up to which retention lets the log be purged.
+pub fn retention_boundary(log: &PartitionLog, log_start_offset: u64) -> Option<BatchHeader> {
+    log.sealed_segments()
+        .into_iter()
+        .map(|(last, _, _)| last)
+        .filter(|last| last.next_offset() <= log_start_offset)
+        .max_by_key(|last| last.index)
 }
 
 impl PartitionStateMachine {
-    /// The state machine of `group`, restored from its stored snapshot if any, and a
-    /// receiver of its high watermark.
+    /// The state machine of `group`, restored from its stored snapshot if any, and
+    /// receivers of its positions.
     pub fn open(
         store: Store,
         group: GroupId,
-    ) -> io::Result<(PartitionStateMachine, watch::Receiver<u64>)> {
-        let mut sm = PartitionStateMachine {
+        installed: InstalledOffset,
+        log: Arc<RwLock<PartitionLog>>,
+    ) -> io::Result<(PartitionStateMachine, Positions)> {
+        let sm = PartitionStateMachine {
             group,
             store,
             last_applied: None,
             membership: StoredMembership::default(),
             high_watermark: watch::Sender::new(0),
+            log_start_offset: watch::Sender::new(0),
+            installed,
+            log,
         };
+        let mut sm = sm;
         if let Some((meta, data)) = load_snapshot::<C>(&sm.store, group)? {
             let snapshot: PartitionSnapshot = decode(&data)?;
             sm.last_applied = meta.last_log_id;
             sm.membership = meta.last_membership;
             sm.high_watermark.send_replace(snapshot.high_watermark);
+            sm.log_start_offset.send_replace(snapshot.log_start_offset);
         }
-        let rx = sm.high_watermark.subscribe();
-        Ok((sm, rx))
+        let positions = Positions {
+            high_watermark: sm.high_watermark.subscribe(),
+            log_start_offset: sm.log_start_offset.subscribe(),
+        };
+        Ok((sm, positions))
     }
 }
 
@@ -104,6 +144,18 @@ impl RaftStateMachine<C> for PartitionStateMachine {
                     high_watermark += records.len() as u64;
                     PartitionReply::Appended { base_offset }
                 }
+                EntryPayload::Normal(PartitionCommand::Retain { log_start_offset }) => {
+                    // Never past what is committed, never backwards.
+                    let target = log_start_offset.min(high_watermark);
+                    self.log_start_offset.send_if_modified(|start| {
+                        let moved = target > *start;
+                        if moved {
+                            *start = target;
+                        }
+                        moved
+                    });
+                    PartitionReply::Nothing
+                }
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     PartitionReply::Nothing
@@ -123,6 +175,44 @@ impl RaftStateMachine<C> for PartitionStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Cut the snapshot at the retention boundary when there is one: a replica that
+        // installs it then receives every entry after the boundary, i.e. all retained
+        // records, instead of skipping to the latest applied entry.
+        let log_start_offset = *self.log_start_offset.borrow();
+        let boundary = {
+            let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+            retention_boundary(&log, log_start_offset)
+        };
+        let membership_before = |index: u64| {
+            self.membership
+                .log_id()
+                .as_ref()
+                .is_none_or(|id| id.index() <= index)
+        };
+        let applied = self.last_applied.map(|id| id.index());
+        if let Some(b) = boundary
+            && applied.is_some_and(|a| b.index <= a)
+            && membership_before(b.index)
+        {
+            return PartitionSnapshotBuilder {
+                group: self.group,
+                store: self.store.clone(),
+                meta: SnapshotMeta {
+                    last_log_id: Some(LogId::new(
+                        LeaderId {
+                            term: b.term,
+                            node_id: b.leader_node,
+                        },
+                        b.index,
+                    )),
+                    last_membership: self.membership.clone(),
+                },
+                snapshot: PartitionSnapshot {
+                    high_watermark: b.next_offset(),
+                    log_start_offset,
+                },
+            };
+        }
         PartitionSnapshotBuilder {
             group: self.group,
             store: self.store.clone(),
@@ -132,7 +222,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
             },
             snapshot: PartitionSnapshot {
                 high_watermark: *self.high_watermark.borrow(),
-                log_start_offset: 0,
+                log_start_offset: *self.log_start_offset.borrow(),
             },
         }
     }
@@ -145,7 +235,9 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         let data = snapshot.into_inner();
         let state: PartitionSnapshot = decode(&data)?;
         save_snapshot_and_sync::<C>(&self.store, self.group, meta, &data).await?;
+        *self.installed.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.high_watermark);
         self.high_watermark.send_replace(state.high_watermark);
+        self.log_start_offset.send_replace(state.log_start_offset);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())

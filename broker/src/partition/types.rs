@@ -38,12 +38,17 @@ impl StoredRecord {
 pub enum PartitionCommand {
     /// Append a batch; the records get the next offsets, contiguously.
     Append { records: Vec<StoredRecord> },
+    /// Retention: offsets below this are gone (proposed by the leader, applied by all).
+    Retain { log_start_offset: u64 },
 }
 
 impl fmt::Display for PartitionCommand {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PartitionCommand::Append { records } => write!(f, "append({} records)", records.len()),
+            PartitionCommand::Retain { log_start_offset } => {
+                write!(f, "retain(from {log_start_offset})")
+            }
         }
     }
 }

@@ -9,10 +9,12 @@ use tonic::{Request, Response, Status};
 
 use super::convert::topic_metadata;
 use super::status::to_status;
+use crate::controller::topic_config::TopicConfig;
 use crate::controller::{Controller, admin};
 
 pub struct AdminApi {
     pub controller: Controller,
+    pub topic_defaults: TopicConfig,
 }
 
 #[tonic::async_trait]
@@ -33,7 +35,7 @@ impl Admin for AdminApi {
         .map_err(to_status)?;
         let image = self.controller.cache.image();
         Ok(Response::new(CreateTopicResponse {
-            topic: Some(topic_metadata(&image.state, &topic)),
+            topic: Some(topic_metadata(&image.state, &topic, &self.topic_defaults)),
         }))
     }
 
@@ -52,7 +54,7 @@ impl Admin for AdminApi {
         .map_err(to_status)?;
         let image = self.controller.cache.image();
         Ok(Response::new(AlterTopicConfigsResponse {
-            topic: Some(topic_metadata(&image.state, &topic)),
+            topic: Some(topic_metadata(&image.state, &topic, &self.topic_defaults)),
         }))
     }
 

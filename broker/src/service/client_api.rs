@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 use super::convert::{broker_metadata, fetched_record, now_ms, stored_record, topic_metadata};
 use super::status::to_status;
 use crate::controller::Controller;
+use crate::controller::topic_config::TopicConfig;
 use crate::error::BrokerError;
 use crate::metadata::MetadataCache;
 use crate::partition::PartitionRegistry;
@@ -21,6 +22,7 @@ pub struct ClientApi {
     pub cache: MetadataCache,
     pub controller: Controller,
     pub partitions: Arc<PartitionRegistry>,
+    pub topic_defaults: TopicConfig,
 }
 
 #[tonic::async_trait]
@@ -34,14 +36,19 @@ impl Strait for ClientApi {
         let state = &image.state;
         let mut topics = Vec::new();
         if request.topics.is_empty() {
-            topics.extend(state.topics.values().map(|t| topic_metadata(state, t)));
+            topics.extend(
+                state
+                    .topics
+                    .values()
+                    .map(|t| topic_metadata(state, t, &self.topic_defaults)),
+            );
         } else {
             for name in &request.topics {
                 let topic = state
                     .topics
                     .get(name)
                     .ok_or_else(|| to_status(BrokerError::UnknownTopic(name.clone())))?;
-                topics.push(topic_metadata(state, topic));
+                topics.push(topic_metadata(state, topic, &self.topic_defaults));
             }
         }
         Ok(Response::new(MetadataResponse {

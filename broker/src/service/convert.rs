@@ -47,12 +47,17 @@ pub fn fetched_record(offset: u64, record: StoredRecord) -> v1::FetchedRecord {
 }
 
 /// A topic as clients see it: leaders are only published while their broker is alive.
-pub fn topic_metadata(state: &ClusterState, topic: &TopicRecord) -> v1::TopicMetadata {
+pub fn topic_metadata(
+    state: &ClusterState,
+    topic: &TopicRecord,
+    defaults: &TopicConfig,
+) -> v1::TopicMetadata {
     v1::TopicMetadata {
         name: topic.name.clone(),
         replication_factor: topic.replication_factor,
-        configs: TopicConfig::from_overrides(&topic.configs)
-            .unwrap_or_default()
+        configs: defaults
+            .overridden(&topic.configs)
+            .unwrap_or(*defaults)
             .effective()
             .into_iter()
             .collect(),

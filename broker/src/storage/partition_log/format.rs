@@ -9,7 +9,7 @@
 //!     term          u64  Raft term of the entry's leader
 //!     leader_node   u64  node id of that leader
 //!     index         u64  Raft log index
-//!     kind          u8   0 records, 1 blank, 2 membership
+//!     kind          u8   0 records, 1 blank, 2 membership, 3 control
 //!     base_offset   u64  offset of the first record (next offset for non-record entries)
 //!     record_count  u32
 //!     first_ts      i64  smallest record timestamp (ms)
@@ -37,6 +37,8 @@ pub enum EntryKind {
     Records = 0,
     Blank = 1,
     Membership = 2,
+    /// A command about the log itself (e.g. retention), carrying no records.
+    Control = 3,
 }
 
 impl EntryKind {
@@ -45,6 +47,7 @@ impl EntryKind {
             0 => Some(EntryKind::Records),
             1 => Some(EntryKind::Blank),
             2 => Some(EntryKind::Membership),
+            3 => Some(EntryKind::Control),
             _ => None,
         }
     }

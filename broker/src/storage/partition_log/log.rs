@@ -334,6 +334,21 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Drops every segment and starts the log afresh: the next entry follows Raft index
+    /// `purged_through` and gets offset `next_offset` (a snapshot from the leader replaced
+    /// everything this replica had).
+    pub fn reset(&mut self, next_offset: u64, purged_through: u64) -> io::Result<()> {
+        for segment in self.segments.drain(..) {
+            let path = segment.path().to_path_buf();
+            drop(segment);
+            std::fs::remove_file(path)?;
+        }
+        self.segments.push(Segment::create(&self.dir, next_offset)?);
+        self.next_offset = next_offset;
+        self.purged_through = Some(purged_through);
+        sync_dir(&self.dir)
+    }
+
     /// Hides every entry at or below `raft_index` from reads, then deletes the segments
     /// that hold nothing else (see [`PartitionLog::delete_segments_through`]).
     pub fn purge_through(&mut self, raft_index: u64) -> io::Result<Vec<BatchHeader>> {
