@@ -481,6 +481,13 @@ async fn deleted_topic_is_removed_everywhere_and_its_name_reusable() -> anyhow::
         )
         .await?;
     }
+    // ...and their segment directories are gone.
+    for broker in &cluster.brokers {
+        let left: Vec<_> = std::fs::read_dir(broker.data_dir().join("partitions"))?
+            .filter_map(|e| e.ok())
+            .collect();
+        assert!(left.is_empty(), "broker {} still has {left:?}", broker.id);
+    }
     // The name can be used again, by a brand-new log.
     client.create_topic("gone", 1, 3).await?;
     client
