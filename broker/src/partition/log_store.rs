@@ -7,7 +7,7 @@
 
 use std::fmt::Debug;
 use std::io;
-use std::ops::{Bound, RangeBounds};
+use std::ops::RangeBounds;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::alias::{LogIdOf, VoteOf};
@@ -22,12 +22,9 @@ use crate::storage::partition_log::format::EntryKind;
 use crate::storage::partition_log::log::{NewEntry, PartitionLog};
 use crate::storage::partition_log::segment::StoredBatch;
 use crate::storage::partition_log::syncer::SegmentSyncer;
-use crate::storage::{GroupMeta, decode, encode};
+use crate::storage::{GroupMeta, REPLICATION_BATCH_BYTES, decode, encode, index_bounds};
 
 type Entry = openraft::alias::EntryOf<C>;
-
-/// Most entry bytes read for one AppendEntries (the transport allows 256 MiB).
-const REPLICATION_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// The log of one partition group; clones share it.
 #[derive(Clone)]
@@ -130,26 +127,12 @@ fn to_entry(batch: &StoredBatch) -> io::Result<Entry> {
     Ok(Entry { log_id, payload })
 }
 
-fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
-    let start = match range.start_bound() {
-        Bound::Included(x) => *x,
-        Bound::Excluded(x) => x.saturating_add(1),
-        Bound::Unbounded => 0,
-    };
-    let end = match range.end_bound() {
-        Bound::Included(x) => x.saturating_add(1),
-        Bound::Excluded(x) => *x,
-        Bound::Unbounded => u64::MAX,
-    };
-    (start, end)
-}
-
 impl RaftLogReader<C> for PartitionLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let (start, end) = bounds(&range);
+        let (start, end) = index_bounds(&range);
         let batches = self.read().read_indexes(start, end, usize::MAX)?;
         batches.iter().map(to_entry).collect()
     }

@@ -15,5 +15,5 @@ mod snapshot_store;
 pub use db::{GroupId, Store, StoreError};
 pub use flusher::Flusher;
 pub use group_meta::GroupMeta;
-pub use raft_log::{RaftLogStore, decode, encode};
+pub use raft_log::{REPLICATION_BATCH_BYTES, RaftLogStore, decode, encode, index_bounds};
 pub use snapshot_store::{load_snapshot, save_snapshot_and_sync};

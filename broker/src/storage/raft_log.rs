@@ -22,7 +22,7 @@ use super::db::{CF_LOG, GroupId, Store, index_of_log_key, log_key};
 use super::group_meta::GroupMeta;
 
 /// Most entry bytes openraft reads for one AppendEntries (the transport allows 256 MiB).
-const REPLICATION_BATCH_BYTES: usize = 16 * 1024 * 1024;
+pub const REPLICATION_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Serializes a value stored on disk or sent between brokers.
 pub fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
@@ -129,7 +129,8 @@ impl<C: RaftTypeConfig> RaftLogStore<C> {
     }
 }
 
-fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+/// `[start, end)` of a range of log indexes.
+pub fn index_bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
     let start = match range.start_bound() {
         Bound::Included(x) => *x,
         Bound::Excluded(x) => x.saturating_add(1),
@@ -153,7 +154,7 @@ where
         &mut self,
         range: RB,
     ) -> Result<Vec<C::Entry>, io::Error> {
-        let (start, end) = bounds(&range);
+        let (start, end) = index_bounds(&range);
         self.read_range(start, end)
     }
 

@@ -68,7 +68,11 @@ impl Segment {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        Ok(Segment {
+        Ok(Segment::empty(path, file, base_offset))
+    }
+
+    fn empty(path: PathBuf, file: File, base_offset: u64) -> Segment {
+        Segment {
             path,
             file: Arc::new(file),
             base_offset,
@@ -78,7 +82,7 @@ impl Segment {
             first: None,
             last: None,
             max_timestamp: i64::MIN,
-        })
+        }
     }
 
     /// Opens an existing segment, verifying every frame. A torn or corrupt tail is
@@ -87,17 +91,7 @@ impl Segment {
     pub fn open(path: &Path, base_offset: u64) -> io::Result<(Segment, Option<Recovery>)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
-        let mut segment = Segment {
-            path: path.to_path_buf(),
-            file: Arc::new(file),
-            base_offset,
-            size: 0,
-            index: Vec::new(),
-            last_indexed_at: None,
-            first: None,
-            last: None,
-            max_timestamp: i64::MIN,
-        };
+        let mut segment = Segment::empty(path.to_path_buf(), file, base_offset);
         let mut reader = BufReader::with_capacity(1 << 20, segment.file.try_clone()?);
         let mut frame = Vec::new();
         let mut position = 0u64;
