@@ -199,3 +199,60 @@ async fn retention_drops_old_segments_everywhere_and_a_returning_replica_catches
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn segments_older_than_retention_ms_are_deleted() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let client = cluster.client().await?;
+    let configs = [
+        ("segment.bytes".to_string(), "4096".to_string()),
+        ("retention.ms".to_string(), "60000".to_string()),
+    ];
+    client
+        .create_topic_with_configs("aged", 1, 3, configs.into())
+        .await?;
+    client
+        .wait_for_leaders("aged", Duration::from_secs(30))
+        .await?;
+    let producer = client.producer(Default::default());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    // An hour-old batch of records fills several segments, then fresh ones follow.
+    for i in 0..60 {
+        let record = ProducerRecord::new(format!("{i:0>200}")).timestamp(now - 3_600_000);
+        producer.send_and_wait("aged", record).await?;
+    }
+    for i in 60..80 {
+        producer
+            .send_and_wait("aged", ProducerRecord::new(format!("{i:0>200}")))
+            .await?;
+    }
+    let start = wait_until(
+        "expired segments to go",
+        Duration::from_secs(60),
+        || async {
+            let (start, _) = client.list_offsets("aged", 0).await.ok()?;
+            (start > 0).then_some(start)
+        },
+    )
+    .await?;
+    assert!(start <= 60, "only expired records go: log start {start}");
+    let (_, high_watermark) = client.list_offsets("aged", 0).await?;
+    assert_eq!(high_watermark, 80);
+    let mut consumer = PartitionConsumer::new(
+        client.clone(),
+        "aged",
+        0,
+        OffsetSpec::Earliest,
+        Default::default(),
+    )
+    .await?;
+    let mut fresh = Vec::new();
+    while consumer.position() < high_watermark {
+        fresh.extend(consumer.poll().await?);
+    }
+    assert_eq!(fresh.first().map(|r| r.offset), Some(start));
+    assert_eq!(fresh.len() as u64, high_watermark - start);
+    Ok(())
+}
