@@ -85,12 +85,21 @@ async fn retention_drops_old_segments_everywhere_and_a_returning_replica_catches
     cluster.kill9(follower);
     acked.extend(produce(20..200).await?);
 
+    // Retention may move the start in several steps: wait until it has settled (the
+    // same for 15 checks in a row, i.e. three retention rounds).
+    let streak = std::sync::Mutex::new((0u64, 0u32));
     let start = wait_until(
-        "the log start offset to move",
+        "the log start to move and settle",
         Duration::from_secs(60),
         || async {
             let (start, _) = client.list_offsets("ret", 0).await.ok()?;
-            (start > 20).then_some(start)
+            let mut seen = streak.lock().unwrap_or_else(|e| e.into_inner());
+            *seen = if seen.0 == start {
+                (start, seen.1 + 1)
+            } else {
+                (start, 1)
+            };
+            (start > 20 && seen.1 >= 15).then_some(start)
         },
     )
     .await?;
@@ -111,10 +120,11 @@ async fn retention_drops_old_segments_everywhere_and_a_returning_replica_catches
         other => panic!("expected OFFSET_OUT_OF_RANGE, got {other:?}"),
     }
     let read_all = |client: strait_client::Client| async move {
-        let (start, high_watermark) = client.list_offsets("ret", 0).await?;
+        let (_, high_watermark) = client.list_offsets("ret", 0).await?;
         let mut consumer =
             PartitionConsumer::new(client, "ret", 0, OffsetSpec::Earliest, Default::default())
                 .await?;
+        let start = consumer.position();
         let mut records = Vec::new();
         while consumer.position() < high_watermark {
             records.extend(consumer.poll().await?);
@@ -228,12 +238,21 @@ async fn segments_older_than_retention_ms_are_deleted() -> anyhow::Result<()> {
             .send_and_wait("aged", ProducerRecord::new(format!("{i:0>200}")))
             .await?;
     }
+    // Retention may move the start in several steps: wait until it has settled (the
+    // same for 15 checks in a row, i.e. three retention rounds).
+    let streak = std::sync::Mutex::new((0u64, 0u32));
     let start = wait_until(
         "expired segments to go",
         Duration::from_secs(60),
         || async {
             let (start, _) = client.list_offsets("aged", 0).await.ok()?;
-            (start > 0).then_some(start)
+            let mut seen = streak.lock().unwrap_or_else(|e| e.into_inner());
+            *seen = if seen.0 == start {
+                (start, seen.1 + 1)
+            } else {
+                (start, 1)
+            };
+            (start > 0 && seen.1 >= 15).then_some(start)
         },
     )
     .await?;
