@@ -1,11 +1,10 @@
 //! Broker configuration: command-line flags and an equivalent TOML file, merged (flags
 //! win) and validated once at start-up into [`BrokerConfig`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use std::collections::BTreeMap;
 
 use clap::Parser;
 

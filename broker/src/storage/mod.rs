@@ -1,6 +1,6 @@
 //! Durable state of a broker: one RocksDB instance holding every Raft group's log, vote
 //! and snapshots, plus the group-commit flusher that makes writes durable; and the
-//! segmented partition log that will replace RocksDB for partition data.
+//! segmented partition log that holds partition data.
 //!
 //! This module knows openraft's storage traits and nothing of gRPC or of what the
 //! entries mean.

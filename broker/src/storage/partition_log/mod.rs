@@ -2,8 +2,8 @@
 //! CRC32C per batch, sparse index): the frame format of one batch, one segment file
 //! with its sparse index and crash recovery, and the log of segments of a partition.
 //!
-//! Not wired into the partition groups yet: the Raft log store over these segments,
-//! rolling, retention and the index files on disk come next (issue 3).
+//! `partition::PartitionLogStore` puts each partition group's Raft log on it; index
+//! files on disk (today the sparse index is rebuilt by scanning at open) come next.
 
 pub mod format;
 pub mod log;
