@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use strait_proto::v1::{AlterTopicConfigsRequest, CreateTopicRequest, DeleteTopicRequest};
+use strait_proto::v1::{
+    AlterTopicConfigsRequest, CreateTopicRequest, DeleteTopicRequest, TopicMetadata,
+};
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -61,6 +63,15 @@ impl Client {
         }
     }
 
+    /// After a topic change: refresh the cache (best effort) and return the topic as the
+    /// controller answered it.
+    async fn topic_changed(&self, topic: Option<TopicMetadata>) -> Result<TopicInfo, ClientError> {
+        let _ = self.refresh_metadata().await;
+        topic
+            .map(TopicInfo::from)
+            .ok_or_else(|| ClientError::Internal("the broker returned no topic".into()))
+    }
+
     /// Creates a topic; replicas are placed by the controller over the live brokers.
     pub async fn create_topic(
         &self,
@@ -96,10 +107,7 @@ impl Client {
                     .map_err(|s| ClientError::from_status(&addr, &s))
             })
             .await?;
-        let _ = self.refresh_metadata().await;
-        topic
-            .map(TopicInfo::from)
-            .ok_or_else(|| ClientError::Internal("the broker returned no topic".into()))
+        self.topic_changed(topic).await
     }
 
     /// Sets and removes config overrides of a topic; returns the topic as changed.
@@ -124,10 +132,7 @@ impl Client {
                     .map_err(|s| ClientError::from_status(&addr, &s))
             })
             .await?;
-        let _ = self.refresh_metadata().await;
-        topic
-            .map(TopicInfo::from)
-            .ok_or_else(|| ClientError::Internal("the broker returned no topic".into()))
+        self.topic_changed(topic).await
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {

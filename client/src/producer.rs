@@ -69,7 +69,8 @@ impl Future for DeliveryFuture {
 pub struct Producer {
     client: Client,
     config: ProducerConfig,
-    workers: Mutex<HashMap<(String, u32), mpsc::Sender<Pending>>>,
+    /// Topic → partition → that partition's worker queue.
+    workers: Mutex<HashMap<String, HashMap<u32, mpsc::Sender<Pending>>>>,
     round_robin: RoundRobin,
 }
 
@@ -124,8 +125,12 @@ impl Producer {
 
     fn worker(&self, topic: &str, partition: u32) -> mpsc::Sender<Pending> {
         let mut workers = self.workers.lock().unwrap_or_else(|e| e.into_inner());
-        let key = (topic.to_string(), partition);
-        if let Some(tx) = workers.get(&key).filter(|tx| !tx.is_closed()) {
+        // Looked up by `&str`: no allocation per record once the worker exists.
+        if let Some(tx) = workers
+            .get(topic)
+            .and_then(|partitions| partitions.get(&partition))
+            .filter(|tx| !tx.is_closed())
+        {
             return tx.clone();
         }
         let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
@@ -136,7 +141,10 @@ impl Producer {
             partition,
             rx,
         ));
-        workers.insert(key, tx.clone());
+        workers
+            .entry(topic.to_string())
+            .or_default()
+            .insert(partition, tx.clone());
         tx
     }
 }

@@ -9,7 +9,7 @@ use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 
-use super::state_machine::{Positions, retention_boundary};
+use super::state_machine::Positions;
 use super::types::{
     PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply, StoredRecord,
 };
@@ -80,11 +80,15 @@ impl PartitionReplica {
     }
 
     fn ensure_leader(&self) -> Result<(), BrokerError> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
-        if metrics.state == ServerState::Leader {
+        let (state, leader) = {
+            let watch = self.raft.metrics();
+            let metrics = watch.borrow_watched();
+            (metrics.state, metrics.current_leader)
+        };
+        if state == ServerState::Leader {
             Ok(())
         } else {
-            Err(self.not_leader(metrics.current_leader))
+            Err(self.not_leader(leader))
         }
     }
 
@@ -202,12 +206,13 @@ impl PartitionReplica {
     /// The first offset this replica can serve: retention's log start, or later when
     /// this replica's log was restarted from a snapshot.
     fn log_start_offset(&self) -> u64 {
-        let physical = self
-            .log
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .log_start_offset();
-        physical.max(*self.positions.log_start_offset.borrow())
+        let log = self.log.read().unwrap_or_else(|e| e.into_inner());
+        self.log_start_in(&log)
+    }
+
+    fn log_start_in(&self, log: &PartitionLog) -> u64 {
+        log.log_start_offset()
+            .max(*self.positions.log_start_offset.borrow())
     }
 
     /// Reads committed records from `offset`, up to about `max_bytes`, waiting up to
@@ -249,7 +254,10 @@ impl PartitionReplica {
         let high_watermark = self.high_watermark();
         let (batches, log_start_offset) = {
             let log = self.log.read().unwrap_or_else(|e| e.into_inner());
-            (log.read_offsets(offset, max_bytes)?, log.log_start_offset())
+            (
+                log.read_offsets(offset, max_bytes)?,
+                self.log_start_in(&log),
+            )
         };
         let mut fetched = FetchedBatch {
             records: Vec::new(),
@@ -322,7 +330,7 @@ impl PartitionReplica {
         let log_start = *self.positions.log_start_offset.borrow();
         let (boundary, purged) = {
             let log = self.log.read().unwrap_or_else(|e| e.into_inner());
-            (retention_boundary(&log, log_start), log.purged_through())
+            (log.retention_boundary(log_start), log.purged_through())
         };
         let Some(boundary) = boundary else {
             return Ok(());
@@ -363,7 +371,8 @@ impl PartitionReplica {
 
     /// Whether this replica leads and `follower` has every entry of its log.
     pub fn follower_fully_caught_up(&self, follower: u64) -> bool {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        let watch = self.raft.metrics();
+        let metrics = watch.borrow_watched();
         let Some(replication) = metrics.replication.as_ref() else {
             return false;
         };
@@ -375,7 +384,8 @@ impl PartitionReplica {
 
     /// `(term, in-sync replicas)` when this replica leads its group.
     pub fn leader_report(&self) -> Option<(u64, Vec<u64>)> {
-        let metrics = self.raft.metrics().borrow_watched().clone();
+        let watch = self.raft.metrics();
+        let metrics = watch.borrow_watched();
         if metrics.state != ServerState::Leader {
             return None;
         }

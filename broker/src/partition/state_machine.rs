@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::types::{PartitionCommand, PartitionRaftConfig as C, PartitionReply};
-use crate::storage::partition_log::format::BatchHeader;
 use crate::storage::partition_log::log::PartitionLog;
 use crate::storage::{GroupId, Store, decode, encode, load_snapshot, save_snapshot_and_sync};
 
@@ -57,16 +56,6 @@ pub struct PartitionStateMachine {
     log: Arc<RwLock<PartitionLog>>,
 }
 
-/// The last entry of the sealed segments that lie wholly below `log_start_offset`: the
-/// point up to which retention lets the log be purged.
-pub fn retention_boundary(log: &PartitionLog, log_start_offset: u64) -> Option<BatchHeader> {
-    log.sealed_segments()
-        .into_iter()
-        .map(|(last, _, _)| last)
-        .filter(|last| last.next_offset() <= log_start_offset)
-        .max_by_key(|last| last.index)
-}
-
 impl PartitionStateMachine {
     /// The state machine of `group`, restored from its stored snapshot if any, and
     /// receivers of its positions.
@@ -76,7 +65,7 @@ impl PartitionStateMachine {
         installed: InstalledOffset,
         log: Arc<RwLock<PartitionLog>>,
     ) -> io::Result<(PartitionStateMachine, Positions)> {
-        let sm = PartitionStateMachine {
+        let mut sm = PartitionStateMachine {
             group,
             store,
             last_applied: None,
@@ -86,7 +75,6 @@ impl PartitionStateMachine {
             installed,
             log,
         };
-        let mut sm = sm;
         if let Some((meta, data)) = load_snapshot::<C>(&sm.store, group)? {
             let snapshot: PartitionSnapshot = decode(&data)?;
             sm.last_applied = meta.last_log_id;
@@ -181,7 +169,7 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         let log_start_offset = *self.log_start_offset.borrow();
         let boundary = {
             let log = self.log.read().unwrap_or_else(|e| e.into_inner());
-            retention_boundary(&log, log_start_offset)
+            log.retention_boundary(log_start_offset)
         };
         let membership_before = |index: u64| {
             self.membership

@@ -25,10 +25,6 @@ impl GroupMeta {
         GroupMeta { store, group }
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
     fn get<T: DeserializeOwned>(&self, tag: u8) -> io::Result<Option<T>> {
         let cf = self.store.cf(CF_META);
         match self

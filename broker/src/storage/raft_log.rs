@@ -64,13 +64,13 @@ impl<C: RaftTypeConfig> RaftLogStore<C> {
     }
 
     /// Reads the entries with indexes in `[start, end)` that are present.
-    pub fn read_range(&self, start: u64, end: u64) -> io::Result<Vec<C::Entry>> {
+    fn read_range(&self, start: u64, end: u64) -> io::Result<Vec<C::Entry>> {
         self.read_range_limited(start, end, usize::MAX)
     }
 
     /// Like [`read_range`](Self::read_range), but stops once the entries read add up to
     /// `byte_budget` (always returning at least one entry when the range is not empty).
-    pub fn read_range_limited(
+    fn read_range_limited(
         &self,
         start: u64,
         end: u64,

@@ -320,9 +320,7 @@ impl PartitionLog {
                 break;
             }
             if let Some(segment) = self.segments.pop() {
-                let path = segment.path().to_path_buf();
-                drop(segment);
-                std::fs::remove_file(path)?;
+                remove_segment(segment)?;
             }
         }
         self.active().truncate_from(first_removed)?;
@@ -339,9 +337,7 @@ impl PartitionLog {
     /// everything this replica had).
     pub fn reset(&mut self, next_offset: u64, purged_through: u64) -> io::Result<()> {
         for segment in self.segments.drain(..) {
-            let path = segment.path().to_path_buf();
-            drop(segment);
-            std::fs::remove_file(path)?;
+            remove_segment(segment)?;
         }
         self.segments.push(Segment::create(&self.dir, next_offset)?);
         self.next_offset = next_offset;
@@ -375,25 +371,24 @@ impl PartitionLog {
         let mut deleted = Vec::new();
         while self.segments.len() > 1 {
             let last = self.segments[0].last().copied();
-            match last {
-                Some(last) if last.index <= raft_index => {
-                    let segment = self.segments.remove(0);
-                    let path = segment.path().to_path_buf();
-                    drop(segment);
-                    std::fs::remove_file(path)?;
-                    deleted.push(last);
-                }
-                None => {
-                    let segment = self.segments.remove(0);
-                    let path = segment.path().to_path_buf();
-                    drop(segment);
-                    std::fs::remove_file(path)?;
-                }
-                Some(_) => break,
+            if last.is_some_and(|last| last.index > raft_index) {
+                break;
             }
+            remove_segment(self.segments.remove(0))?;
+            deleted.extend(last);
         }
         sync_dir(&self.dir)?;
         Ok(deleted)
+    }
+
+    /// The last entry of the sealed segments that lie wholly below `log_start_offset`: the
+    /// point up to which retention lets the log be purged.
+    pub fn retention_boundary(&self, log_start_offset: u64) -> Option<BatchHeader> {
+        self.sealed_segments()
+            .into_iter()
+            .map(|(last, _, _)| last)
+            .filter(|last| last.next_offset() <= log_start_offset)
+            .max_by_key(|last| last.index)
     }
 
     /// Each sealed segment's last entry, size and largest timestamp, oldest first (for
@@ -443,6 +438,13 @@ impl Budgeted {
         }
         true
     }
+}
+
+/// Closes a segment and deletes its file (the caller syncs the directory).
+fn remove_segment(segment: Segment) -> io::Result<()> {
+    let path = segment.path().to_path_buf();
+    drop(segment);
+    std::fs::remove_file(path)
 }
 
 /// Makes file creations and removals in `dir` durable.

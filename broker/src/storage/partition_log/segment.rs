@@ -329,8 +329,14 @@ impl Segment {
         if last.index < first_removed {
             return Ok(());
         }
-        // Find the position of the first batch to drop and the header before it.
-        let mut position = self.seek(|p| p.raft_index < first_removed);
+        // Start at the last index point whose batch is kept: everything before it is
+        // summarized by the point, so one forward scan finds the cut, the last kept
+        // batch and the largest timestamp that remains.
+        let point = self.index[..self.index.partition_point(|p| p.raft_index < first_removed)]
+            .last()
+            .copied();
+        let (mut position, mut max_timestamp) =
+            point.map_or((0, i64::MIN), |p| (p.position, p.max_timestamp_before));
         let mut kept: Option<BatchHeader> = None;
         let mut cut = None;
         while position < self.size {
@@ -338,6 +344,9 @@ impl Segment {
             if batch.header.index >= first_removed {
                 cut = Some(position);
                 break;
+            }
+            if batch.header.record_count > 0 {
+                max_timestamp = max_timestamp.max(batch.header.max_timestamp);
             }
             kept = Some(batch.header);
             position = next;
@@ -348,29 +357,11 @@ impl Segment {
         self.size = cut;
         self.index.retain(|p| p.position < cut);
         self.last_indexed_at = self.index.last().map(|p| p.position);
-        if kept.is_none() {
-            // Everything before the cut is in earlier index intervals: rescan them.
-            kept = self
-                .scan_from(0, usize::MAX, |_| Keep::Take)?
-                .last()
-                .map(|b| b.header);
-        }
         self.last = kept;
         if self.last.is_none() {
             self.first = None;
         }
-        self.max_timestamp = self
-            .scan_from(0, usize::MAX, |h| {
-                if h.record_count > 0 {
-                    Keep::Take
-                } else {
-                    Keep::Skip
-                }
-            })?
-            .iter()
-            .map(|b| b.header.max_timestamp)
-            .max()
-            .unwrap_or(i64::MIN);
+        self.max_timestamp = max_timestamp;
         Ok(())
     }
 }
