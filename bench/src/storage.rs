@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use strait_broker::storage::partition_log::format::EntryKind;
-use strait_broker::storage::partition_log::log::{NewEntry, PartitionLog, RollPolicy};
+use strait_broker::storage::partition_log::log::{NewEntry, PartitionLog, RollPolicy, Verify};
 
 pub struct StorageArgs {
     pub batches: u64,
@@ -51,7 +51,11 @@ fn raw(dir: &Path, args: &StorageArgs, payload: &[u8]) -> anyhow::Result<Run> {
 }
 
 fn engine(dir: &Path, args: &StorageArgs, payload: &[u8]) -> anyhow::Result<(Run, PartitionLog)> {
-    let (mut log, _) = PartitionLog::open(&dir.join("log"), RollPolicy::default())?;
+    let (mut log, _) = PartitionLog::open(
+        &dir.join("log"),
+        RollPolicy::default(),
+        Verify::ActiveSegment,
+    )?;
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let started = Instant::now();
     for index in 0..args.batches {

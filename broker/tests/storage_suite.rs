@@ -13,7 +13,7 @@ use strait_broker::metadata::MetadataCache;
 use strait_broker::partition::state_machine::InstalledOffset;
 use strait_broker::partition::types::PartitionRaftConfig;
 use strait_broker::partition::{PartitionLogStore, PartitionStateMachine};
-use strait_broker::storage::partition_log::log::{PartitionLog, RollPolicy};
+use strait_broker::storage::partition_log::log::{PartitionLog, RollPolicy, Verify};
 use strait_broker::storage::partition_log::syncer::SegmentSyncer;
 use strait_broker::storage::{GroupMeta, RaftLogStore, Store};
 
@@ -59,8 +59,12 @@ impl StoreBuilder<PartitionRaftConfig, PartitionLogStore, PartitionStateMachine,
     {
         let io = |e: std::io::Error| StorageError::read(PartitionRaftConfig::err_from_error(&e));
         let (dir, store) = open_store().map_err(io)?;
-        let (log, _) =
-            PartitionLog::open(&dir.path().join("segments"), RollPolicy::default()).map_err(io)?;
+        let (log, _) = PartitionLog::open(
+            &dir.path().join("segments"),
+            RollPolicy::default(),
+            Verify::ActiveSegment,
+        )
+        .map_err(io)?;
         let log = Arc::new(RwLock::new(log));
         let installed = InstalledOffset::default();
         let (sm, _positions) =

@@ -20,7 +20,7 @@ use crate::controller::topic_config::TopicConfig;
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::{ClusterImage, MetadataCache};
 use crate::raft::{GroupNetworkFactory, PeerPool, partition_config, transfer_leadership};
-use crate::storage::partition_log::log::{PartitionLog, RollPolicy};
+use crate::storage::partition_log::log::{PartitionLog, RollPolicy, Verify};
 use crate::storage::partition_log::syncer::SegmentSyncer;
 use crate::storage::{GroupMeta, Store};
 
@@ -311,8 +311,11 @@ impl PartitionRegistry {
     ) -> Result<(), BrokerError> {
         let group = record.group_id;
         let dir = self.partitions_dir.join(group.to_string());
-        let (log, recovery) =
-            PartitionLog::open(&dir, roll_policy(state, &topic, &self.topic_defaults))?;
+        let (log, recovery) = PartitionLog::open(
+            &dir,
+            roll_policy(state, &topic, &self.topic_defaults),
+            Verify::ActiveSegment,
+        )?;
         if let Some(r) = recovery {
             tracing::warn!(
                 %topic, partition, group,

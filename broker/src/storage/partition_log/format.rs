@@ -96,14 +96,7 @@ pub fn encode_batch(header: &BatchHeader, payload: &[u8], out: &mut Vec<u8>) {
     out.put_u32_le((4 + BODY_HEADER_LEN + payload.len()) as u32);
     out.put_u32_le(0); // crc, filled in below
     let body = out.len();
-    out.put_u64_le(header.term);
-    out.put_u64_le(header.leader_node);
-    out.put_u64_le(header.index);
-    out.put_u8(header.kind as u8);
-    out.put_u64_le(header.base_offset);
-    out.put_u32_le(header.record_count);
-    out.put_i64_le(header.first_timestamp);
-    out.put_i64_le(header.max_timestamp);
+    put_header(header, out);
     out.put_slice(payload);
     let crc = crc32c::crc32c(&out[body..]);
     out[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
@@ -139,11 +132,35 @@ pub fn decode_batch(buf: &[u8]) -> Result<(BatchHeader, &[u8], usize), FrameErro
         return Err(FrameError::Corrupt("checksum mismatch"));
     }
     let mut b = body;
+    let header = get_header(&mut b)?;
+    Ok((header, &body[BODY_HEADER_LEN..], total))
+}
+
+/// Appends the [`BODY_HEADER_LEN`] bytes of a header (also used by index files).
+pub fn put_header(header: &BatchHeader, out: &mut impl BufMut) {
+    out.put_u64_le(header.term);
+    out.put_u64_le(header.leader_node);
+    out.put_u64_le(header.index);
+    out.put_u8(header.kind as u8);
+    out.put_u64_le(header.base_offset);
+    out.put_u32_le(header.record_count);
+    out.put_i64_le(header.first_timestamp);
+    out.put_i64_le(header.max_timestamp);
+}
+
+/// Reads a header written by [`put_header`]; the caller has checked the length.
+pub fn get_header(b: &mut impl Buf) -> Result<BatchHeader, FrameError> {
+    if b.remaining() < BODY_HEADER_LEN {
+        return Err(FrameError::Incomplete {
+            have: b.remaining(),
+            need: BODY_HEADER_LEN,
+        });
+    }
     let term = b.get_u64_le();
     let leader_node = b.get_u64_le();
     let index = b.get_u64_le();
     let kind = EntryKind::from_u8(b.get_u8()).ok_or(FrameError::Corrupt("unknown entry kind"))?;
-    let header = BatchHeader {
+    Ok(BatchHeader {
         term,
         leader_node,
         index,
@@ -152,8 +169,7 @@ pub fn decode_batch(buf: &[u8]) -> Result<(BatchHeader, &[u8], usize), FrameErro
         record_count: b.get_u32_le(),
         first_timestamp: b.get_i64_le(),
         max_timestamp: b.get_i64_le(),
-    };
-    Ok((header, &body[BODY_HEADER_LEN..], total))
+    })
 }
 
 #[cfg(test)]

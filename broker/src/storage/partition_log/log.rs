@@ -11,6 +11,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::format::{BatchHeader, EntryKind};
+use super::index_file;
 use super::segment::{Recovery, Segment, StoredBatch};
 
 /// When the active segment rolls.
@@ -51,6 +52,21 @@ pub struct LogRecovery {
     pub recovery: Recovery,
     /// Later segments dropped because they no longer follow the repaired one.
     pub dropped_segments: Vec<PathBuf>,
+    /// Whether the damage was in a sealed segment: those were synced when they rolled,
+    /// so what was cut had been durable (and acknowledged), not a torn write.
+    pub sealed: bool,
+    /// The largest Raft index the dropped data reached, as far as it could be read.
+    pub lost_through: Option<u64>,
+}
+
+/// How much of the log opening verifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Scan the active segment; open sealed segments from their index files when those
+    /// are intact and current (normal start-up).
+    ActiveSegment,
+    /// Scan and verify every segment (after a read found corruption).
+    Everything,
 }
 
 pub struct PartitionLog {
@@ -72,28 +88,50 @@ fn parse_base_offset(path: &Path) -> Option<u64> {
 }
 
 impl PartitionLog {
-    /// Opens (or creates) the log in `dir`, verifying every segment. A torn or corrupt
-    /// segment is cut at its last valid batch and the segments after it are deleted: the
-    /// replica fetches what it lost from the leader again.
-    pub fn open(dir: &Path, policy: RollPolicy) -> io::Result<(PartitionLog, Option<LogRecovery>)> {
+    /// Opens (or creates) the log in `dir`. The active segment is always scanned; sealed
+    /// segments are scanned when `verify` asks for it or their index file is missing or
+    /// stale (the index is then rewritten). A torn or corrupt segment is cut at its last
+    /// valid batch and the segments after it are deleted: the replica fetches what it
+    /// lost from the leader again.
+    pub fn open(
+        dir: &Path,
+        policy: RollPolicy,
+        verify: Verify,
+    ) -> io::Result<(PartitionLog, Option<LogRecovery>)> {
         std::fs::create_dir_all(dir)?;
-        let mut paths: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter_map(|p| parse_base_offset(&p).map(|b| (b, p)))
-            .collect();
+        let mut paths: Vec<(u64, PathBuf)> = Vec::new();
+        let mut index_files = Vec::new();
+        for path in std::fs::read_dir(dir)?.filter_map(|e| e.ok().map(|e| e.path())) {
+            if let Some(base) = parse_base_offset(&path) {
+                paths.push((base, path));
+            } else if path.extension().is_some_and(|e| e == "index" || e == "tmp") {
+                index_files.push(path);
+            }
+        }
         paths.sort();
+        // Index files whose segment is gone (a crash between the two removals).
+        for path in index_files {
+            if !paths.iter().any(|(_, p)| index_file::index_path(p) == path) {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        let last_base = paths.last().map(|(base, _)| *base);
         let mut segments: Vec<Segment> = Vec::new();
-        let mut repaired = None;
+        let mut repaired: Option<LogRecovery> = None;
         let mut paths = paths.into_iter();
         for (base, path) in paths.by_ref() {
+            let sealed = Some(base) != last_base;
+            if sealed
+                && verify == Verify::ActiveSegment
+                && let Some(segment) = Segment::open_sealed(&path, base)?
+                // Otherwise not what the index promised: read the file itself.
+                && segments_follow(segments.last(), &segment)
+            {
+                segments.push(segment);
+                continue;
+            }
             let (segment, recovery) = Segment::open(&path, base)?;
-            let follows = match (segments.last().and_then(|s| s.last()), segment.first()) {
-                (Some(prev), Some(first)) => {
-                    first.index == prev.index + 1 && first.base_offset == prev.next_offset()
-                }
-                _ => true,
-            };
-            if !follows {
+            if !segments_follow(segments.last(), &segment) {
                 repaired = Some(LogRecovery {
                     segment: path.clone(),
                     recovery: Recovery {
@@ -104,34 +142,49 @@ impl PartitionLog {
                         ),
                     },
                     dropped_segments: vec![path.clone()],
+                    sealed,
+                    lost_through: segment.last().map(|h| h.index),
                 });
-                drop(segment);
-                std::fs::remove_file(&path)?;
+                remove_segment(segment)?;
                 break;
             }
-            let damaged = recovery.is_some();
-            if let Some(recovery) = recovery {
-                repaired = Some(LogRecovery {
-                    segment: path.clone(),
-                    recovery,
-                    dropped_segments: Vec::new(),
-                });
-            }
-            segments.push(segment);
-            if damaged {
-                break;
+            match recovery {
+                Some(recovery) => {
+                    repaired = Some(LogRecovery {
+                        segment: path.clone(),
+                        recovery,
+                        dropped_segments: Vec::new(),
+                        sealed,
+                        lost_through: None,
+                    });
+                    segments.push(segment);
+                    break;
+                }
+                None => {
+                    if sealed {
+                        segment.write_index()?;
+                    }
+                    segments.push(segment);
+                }
             }
         }
         // Whatever follows a repaired segment is no longer contiguous with it.
         for (_, path) in paths {
+            let last = Segment::last_valid_index(&path).unwrap_or(None);
+            index_file::remove(&path)?;
             std::fs::remove_file(&path)?;
             if let Some(r) = repaired.as_mut() {
                 r.dropped_segments.push(path);
+                r.lost_through = r.lost_through.max(last);
             }
         }
         // An empty segment in the middle would only come from a crash during a roll.
         if segments.is_empty() {
             segments.push(Segment::create(dir, 0)?);
+        }
+        // The last segment is the active one, whatever index file it had.
+        if let Some(active) = segments.last() {
+            active.remove_index()?;
         }
         let next_offset = segments
             .iter()
@@ -224,9 +277,11 @@ impl PartitionLog {
                 && now_ms.saturating_sub(first.first_timestamp) >= self.policy.segment_ms)
     }
 
-    /// Seals the active segment (synced) and starts a new one at the next offset.
+    /// Seals the active segment (synced, its index file written) and starts a new one at
+    /// the next offset.
     fn roll(&mut self) -> io::Result<()> {
         self.active().sync()?;
+        self.active().write_index()?;
         let segment = Segment::create(&self.dir, self.next_offset)?;
         self.segments.push(segment);
         sync_dir(&self.dir)
@@ -323,6 +378,8 @@ impl PartitionLog {
                 remove_segment(segment)?;
             }
         }
+        // The segment the cut lands in may have been sealed: it is the active one now.
+        self.active().remove_index()?;
         self.active().truncate_from(first_removed)?;
         sync_dir(&self.dir)?;
         self.next_offset = self.last().map_or_else(
@@ -440,11 +497,22 @@ impl Budgeted {
     }
 }
 
-/// Closes a segment and deletes its file (the caller syncs the directory).
+/// Closes a segment and deletes its files (the caller syncs the directory).
 fn remove_segment(segment: Segment) -> io::Result<()> {
     let path = segment.path().to_path_buf();
     drop(segment);
+    index_file::remove(&path)?;
     std::fs::remove_file(path)
+}
+
+/// Whether `next` continues the log where `prev` ends (Raft index and offset).
+fn segments_follow(prev: Option<&Segment>, next: &Segment) -> bool {
+    match (prev.and_then(|s| s.last()), next.first()) {
+        (Some(prev), Some(first)) => {
+            first.index == prev.index + 1 && first.base_offset == prev.next_offset()
+        }
+        _ => true,
+    }
 }
 
 /// Makes file creations and removals in `dir` durable.

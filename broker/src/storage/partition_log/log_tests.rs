@@ -2,7 +2,8 @@
 //! deleting old segments, and recovery on reopen.
 
 use super::format::EntryKind;
-use super::log::{NewEntry, PartitionLog, RollPolicy};
+use super::index_file;
+use super::log::{NewEntry, PartitionLog, RollPolicy, Verify};
 
 const SMALL: RollPolicy = RollPolicy {
     segment_bytes: 2048,
@@ -38,13 +39,31 @@ fn append(log: &mut PartitionLog, index: u64, ts: i64) {
 }
 
 fn filled(dir: &std::path::Path, entries: u64) -> PartitionLog {
-    let (mut log, recovery) = PartitionLog::open(dir, SMALL).expect("open");
+    let (mut log, recovery) = PartitionLog::open(dir, SMALL, Verify::ActiveSegment).expect("open");
     assert!(recovery.is_none());
     for i in 0..entries {
         append(&mut log, i, 1000 * i as i64);
     }
     log.sync().expect("sync");
     log
+}
+
+/// The segment files of the log in `dir`, oldest first.
+fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("list")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn flip_middle_byte(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(path, &bytes).expect("write");
 }
 
 #[test]
@@ -57,10 +76,14 @@ fn offsets_follow_the_log_and_segments_roll_by_size() {
         .expect("list")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
         .collect();
+    let logs = names.iter().filter(|n| n.ends_with(".log")).count();
+    let indexes = names.iter().filter(|n| n.ends_with(".index")).count();
     assert!(
-        names.iter().all(|n| n.len() == 24 && n.ends_with(".log")),
+        names.iter().all(|n| n.len() == 24 || n.len() == 26),
         "{names:?}"
     );
+    assert_eq!(logs, log.segment_count());
+    assert_eq!(indexes, logs - 1, "every sealed segment has an index file");
     assert!(names.contains(&"00000000000000000000.log".to_string()));
 }
 
@@ -99,7 +122,8 @@ fn truncation_removes_later_segments_and_offsets_are_reassigned() {
     assert_eq!(log.last().map(|h| h.base_offset), Some(40));
     log.sync().expect("sync");
     drop(log);
-    let (log, recovery) = PartitionLog::open(dir.path(), SMALL).expect("reopen");
+    let (log, recovery) =
+        PartitionLog::open(dir.path(), SMALL, Verify::ActiveSegment).expect("reopen");
     assert!(recovery.is_none());
     assert_eq!(log.last().map(|h| (h.index, h.base_offset)), Some((21, 40)));
 }
@@ -115,7 +139,7 @@ fn old_segments_are_deleted_whole_and_the_start_offset_moves() {
     assert!(log.first().is_some_and(|h| h.index <= 31));
     assert!(log.read_indexes(0, 5, usize::MAX).expect("read").is_empty());
     drop(log);
-    let (log, _) = PartitionLog::open(dir.path(), SMALL).expect("reopen");
+    let (log, _) = PartitionLog::open(dir.path(), SMALL, Verify::ActiveSegment).expect("reopen");
     assert_eq!(log.log_start_offset(), start);
     assert_eq!(log.next_offset(), 198);
 }
@@ -126,11 +150,7 @@ fn a_torn_active_segment_is_repaired_on_open() {
     let log = filled(dir.path(), 100);
     let last_index = log.last().map(|h| h.index);
     drop(log);
-    let mut files: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("list")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
+    let files = segment_files(dir.path());
     let active = files.last().expect("segments").clone();
     let len = std::fs::metadata(&active).expect("stat").len();
     std::fs::OpenOptions::new()
@@ -138,34 +158,128 @@ fn a_torn_active_segment_is_repaired_on_open() {
         .open(&active)
         .and_then(|f| f.set_len(len - 3))
         .expect("tear");
-    let (log, recovery) = PartitionLog::open(dir.path(), SMALL).expect("open");
+    let (log, recovery) =
+        PartitionLog::open(dir.path(), SMALL, Verify::ActiveSegment).expect("open");
     let recovery = recovery.expect("reported");
     assert_eq!(recovery.segment, active);
     assert_eq!(log.last().map(|h| h.index), last_index.map(|i| i - 1));
 }
 
 #[test]
-fn a_corrupt_sealed_segment_cuts_the_log_there() {
+fn a_corrupt_sealed_segment_is_served_never_and_cut_when_verified() {
     let dir = tempfile::tempdir().expect("tempdir");
     let log = filled(dir.path(), 100);
     drop(log);
-    let mut files: Vec<_> = std::fs::read_dir(dir.path())
-        .expect("list")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    files.sort();
+    let files = segment_files(dir.path());
     let victim = files[2].clone();
-    let mut bytes = std::fs::read(&victim).expect("read");
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&victim, &bytes).expect("write");
-    let (log, recovery) = PartitionLog::open(dir.path(), SMALL).expect("open");
+    flip_middle_byte(&victim);
+    // Start-up trusts the index file and does not read the sealed segment...
+    let (log, recovery) =
+        PartitionLog::open(dir.path(), SMALL, Verify::ActiveSegment).expect("open");
+    assert!(recovery.is_none());
+    // ...but every read checks the CRC, so the damage is an error, never data.
+    let err = log
+        .read_indexes(0, u64::MAX, usize::MAX)
+        .expect_err("corrupt batch served");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    drop(log);
+    let (log, recovery) = PartitionLog::open(dir.path(), SMALL, Verify::Everything).expect("open");
     let recovery = recovery.expect("reported");
     assert_eq!(recovery.segment, victim);
+    assert!(recovery.sealed);
+    assert_eq!(
+        recovery.lost_through,
+        Some(99),
+        "the dropped segments reached 99"
+    );
     assert_eq!(recovery.dropped_segments.len(), files.len() - 3);
+    assert_eq!(segment_files(dir.path()).len(), 3);
     assert_eq!(log.segment_count(), 3);
     // Every entry still in the log reads back intact, up to the damage.
     let last = log.last().map(|h| h.index).expect("entries");
     let read = log.read_indexes(0, u64::MAX, usize::MAX).expect("read");
     assert_eq!(read.len() as u64, last + 1);
+}
+
+#[test]
+fn sealed_segments_open_from_their_index_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = filled(dir.path(), 100);
+    let before = log.read_indexes(0, u64::MAX, usize::MAX).expect("read");
+    let next_offset = log.next_offset();
+    drop(log);
+    let (log, recovery) =
+        PartitionLog::open(dir.path(), SMALL, Verify::ActiveSegment).expect("open");
+    assert!(recovery.is_none());
+    assert_eq!(log.next_offset(), next_offset);
+    assert_eq!(
+        log.read_indexes(0, u64::MAX, usize::MAX).expect("read"),
+        before
+    );
+    assert_eq!(
+        log.offset_for_timestamp(42_000).expect("lookup"),
+        Some(2 * 41)
+    );
+}
+
+#[test]
+fn missing_stale_or_damaged_index_files_are_rebuilt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = filled(dir.path(), 100);
+    let before = log.read_indexes(0, u64::MAX, usize::MAX).expect("read");
+    drop(log);
+    let files = segment_files(dir.path());
+    std::fs::remove_file(index_file::index_path(&files[0])).expect("remove");
+    std::fs::write(index_file::index_path(&files[1]), b"garbage").expect("damage");
+    // Stale: the index describes a shorter file than the one on disk.
+    let len = std::fs::metadata(&files[2]).expect("stat").len();
+    let stale = index_file::read_valid(&files[2], len)
+        .expect("read")
+        .map(|s| index_file::SegmentSummary {
+            segment_size: len - 1,
+            ..s
+        })
+        .expect("valid index");
+    index_file::write(&files[2], &stale).expect("write");
+    std::fs::write(dir.path().join("00000000000000999999.index"), b"orphan").expect("orphan");
+    let (log, recovery) =
+        PartitionLog::open(dir.path(), SMALL, Verify::ActiveSegment).expect("open");
+    assert!(recovery.is_none());
+    assert_eq!(
+        log.read_indexes(0, u64::MAX, usize::MAX).expect("read"),
+        before
+    );
+    for file in &files[..3] {
+        let len = std::fs::metadata(file).expect("stat").len();
+        assert!(
+            index_file::read_valid(file, len).expect("read").is_some(),
+            "{} rebuilt",
+            file.display()
+        );
+    }
+    assert!(!dir.path().join("00000000000000999999.index").exists());
+}
+
+#[test]
+fn a_truncation_into_a_sealed_segment_makes_it_active_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut log = filled(dir.path(), 100);
+    log.truncate_after(20).expect("truncate");
+    let files = segment_files(dir.path());
+    let active = files.last().expect("segments");
+    assert!(!index_file::index_path(active).exists());
+    // New entries at the same indexes: an index left from before would lie.
+    for i in 21..60 {
+        append(&mut log, i, 7);
+    }
+    log.sync().expect("sync");
+    let before = log.read_indexes(0, u64::MAX, usize::MAX).expect("read");
+    drop(log);
+    let (log, recovery) =
+        PartitionLog::open(dir.path(), SMALL, Verify::ActiveSegment).expect("open");
+    assert!(recovery.is_none());
+    assert_eq!(
+        log.read_indexes(0, u64::MAX, usize::MAX).expect("read"),
+        before
+    );
 }

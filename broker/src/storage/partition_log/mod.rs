@@ -2,10 +2,12 @@
 //! CRC32C per batch, sparse index): the frame format of one batch, one segment file
 //! with its sparse index and crash recovery, and the log of segments of a partition.
 //!
-//! `partition::PartitionLogStore` puts each partition group's Raft log on it; index
-//! files on disk (today the sparse index is rebuilt by scanning at open) come next.
+//! `partition::PartitionLogStore` puts each partition group's Raft log on it. Sealed
+//! segments keep their sparse index in an index file, so start-up scans only the
+//! active segment.
 
 pub mod format;
+pub mod index_file;
 pub mod log;
 pub mod segment;
 pub mod syncer;

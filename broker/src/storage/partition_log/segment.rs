@@ -1,7 +1,9 @@
 //! One segment file of a partition log. Batches are appended at the end; a sparse
 //! in-memory index (one entry every [`INDEX_INTERVAL_BYTES`]) maps Raft indexes, offsets
-//! and timestamps to file positions. Opening a segment scans it and verifies every frame:
-//! a torn or corrupt tail is cut off, reported, and never served.
+//! and timestamps to file positions. Opening the active segment scans it and verifies
+//! every frame: a torn or corrupt tail is cut off, reported, and never served. A sealed
+//! segment opens from its index file when that is intact and current (see
+//! [`super::index_file`]); reads verify every frame's CRC either way.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read};
@@ -12,19 +14,10 @@ use std::sync::Arc;
 use super::format::{
     BatchHeader, FrameError, MAX_FRAME_BYTES, PREFIX_LEN, decode_batch, encode_batch,
 };
+use super::index_file::{self, IndexPoint, SegmentSummary};
 
 /// Bytes between two sparse index entries.
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
-
-/// One sparse index point: the batch starting at `position`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct IndexPoint {
-    position: u64,
-    raft_index: u64,
-    base_offset: u64,
-    /// Largest record timestamp of every batch before `position`.
-    max_timestamp_before: i64,
-}
 
 /// What opening a segment had to cut off.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,44 +85,98 @@ impl Segment {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
         let mut segment = Segment::empty(path.to_path_buf(), file, base_offset);
-        let mut reader = BufReader::with_capacity(1 << 20, segment.file.try_clone()?);
+        let recovery = match segment.scan(len)? {
+            None => None,
+            Some(reason) => {
+                let valid_bytes = segment.size;
+                segment.file.set_len(valid_bytes)?;
+                segment.file.sync_data()?;
+                Some(Recovery {
+                    valid_bytes,
+                    dropped_bytes: len - valid_bytes,
+                    reason,
+                })
+            }
+        };
+        Ok((segment, recovery))
+    }
+
+    /// Opens a sealed segment from its index file, without scanning it; `None` when the
+    /// index is missing or stale (then [`Segment::open`] it and [`Segment::write_index`]).
+    pub fn open_sealed(path: &Path, base_offset: u64) -> io::Result<Option<Segment>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        let len = file.metadata()?.len();
+        let Some(summary) = index_file::read_valid(path, len)? else {
+            return Ok(None);
+        };
+        let mut segment = Segment::empty(path.to_path_buf(), file, base_offset);
+        segment.size = len;
+        segment.last_indexed_at = summary.points.last().map(|p| p.position);
+        segment.index = summary.points;
+        segment.first = summary.first;
+        segment.last = summary.last;
+        segment.max_timestamp = summary.max_timestamp;
+        Ok(Some(segment))
+    }
+
+    /// The Raft index of the last valid entry of the segment file at `path`, read
+    /// without changing the file (for reporting what a damaged log lost).
+    pub fn last_valid_index(path: &Path) -> io::Result<Option<u64>> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let mut segment = Segment::empty(path.to_path_buf(), file, 0);
+        segment.scan(len)?;
+        Ok(segment.last.map(|h| h.index))
+    }
+
+    /// Reads and verifies frames from the start of the file (of `len` bytes), indexing
+    /// them; stops at the first invalid one and returns why. `size` ends at the last
+    /// valid byte.
+    fn scan(&mut self, len: u64) -> io::Result<Option<FrameError>> {
+        let mut reader = BufReader::with_capacity(1 << 20, self.file.try_clone()?);
         let mut frame = Vec::new();
         let mut position = 0u64;
         let failure = loop {
             if position == len {
                 break None;
             }
-            match read_frame(&mut reader, len - position, &mut frame) {
-                Ok(()) => {}
-                Err(reason) => break Some(reason),
+            if let Err(reason) = read_frame(&mut reader, len - position, &mut frame) {
+                break Some(reason);
             }
             match decode_batch(&frame) {
                 Ok((header, _, total)) => {
-                    if let Some(last) = segment.last
+                    if let Some(last) = self.last
                         && header.index != last.index + 1
                     {
                         break Some(FrameError::Corrupt("raft index out of sequence"));
                     }
-                    segment.note_appended(&header, position);
+                    self.note_appended(&header, position);
                     position += total as u64;
-                    segment.size = position;
+                    self.size = position;
                 }
                 Err(reason) => break Some(reason),
             }
         };
-        let recovery = match failure {
-            None => None,
-            Some(reason) => {
-                segment.file.set_len(position)?;
-                segment.file.sync_data()?;
-                Some(Recovery {
-                    valid_bytes: position,
-                    dropped_bytes: len - position,
-                    reason,
-                })
-            }
-        };
-        Ok((segment, recovery))
+        Ok(failure)
+    }
+
+    /// Writes this (sealed and synced) segment's index file.
+    pub fn write_index(&self) -> io::Result<()> {
+        index_file::write(
+            &self.path,
+            &SegmentSummary {
+                segment_size: self.size,
+                max_timestamp: self.max_timestamp,
+                first: self.first,
+                last: self.last,
+                points: self.index.clone(),
+            },
+        )
+    }
+
+    /// Removes this segment's index file: it is (again) the active segment.
+    pub fn remove_index(&self) -> io::Result<()> {
+        index_file::remove(&self.path)
     }
 
     fn note_appended(&mut self, header: &BatchHeader, position: u64) {
