@@ -142,6 +142,7 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
         peers.clone(),
         shutdown.clone(),
     ));
+    tokio::spawn(partitions.clone().run_repairs(shutdown.clone()));
     let reconciler = tokio::spawn(partitions.clone().run_reconciler(shutdown.clone()));
 
     let client_limit = config.max_request_bytes + CLIENT_MESSAGE_SLACK;

@@ -55,6 +55,46 @@ impl PartitionLogStore {
         })
     }
 
+    /// When the log lost entries that the stored committed id covers (a corrupt segment
+    /// was cut), lowers that id to the log's last entry, since openraft re-applies
+    /// committed entries at start-up and would fail on missing ones. Returns the index
+    /// that was committed before, if it was lowered.
+    pub fn forget_lost_commits(&self) -> io::Result<Option<u64>> {
+        let Some(committed) = self.meta.committed::<LogIdOf<C>>()? else {
+            return Ok(None);
+        };
+        let last = self.last_log_id()?;
+        if last
+            .as_ref()
+            .is_some_and(|l| l.index() >= committed.index())
+        {
+            return Ok(None);
+        }
+        self.meta.save_committed(&last)?;
+        Ok(Some(committed.index()))
+    }
+
+    /// The last entry's id: the log's last, or the purge point when nothing is left.
+    fn last_log_id(&self) -> io::Result<Option<LogIdOf<C>>> {
+        let last_purged_log_id: Option<LogIdOf<C>> = self.meta.last_purged()?;
+        let purged_index = last_purged_log_id.map(|id| id.index());
+        let last = self
+            .read()
+            .last()
+            .copied()
+            .filter(|h| purged_index.is_none_or(|p| h.index > p));
+        Ok(match last {
+            Some(h) => Some(LogId::new(
+                LeaderId {
+                    term: h.term,
+                    node_id: h.leader_node,
+                },
+                h.index,
+            )),
+            None => last_purged_log_id,
+        })
+    }
+
     fn read(&self) -> RwLockReadGuard<'_, PartitionLog> {
         self.log.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -158,26 +198,9 @@ impl RaftLogStorage<C> for PartitionLogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
-        let last_purged_log_id: Option<LogIdOf<C>> = self.meta.last_purged()?;
-        let purged_index = last_purged_log_id.map(|id| id.index());
-        let last = self
-            .read()
-            .last()
-            .copied()
-            .filter(|h| purged_index.is_none_or(|p| h.index > p));
-        let last_log_id = match last {
-            Some(h) => Some(LogId::new(
-                LeaderId {
-                    term: h.term,
-                    node_id: h.leader_node,
-                },
-                h.index,
-            )),
-            None => last_purged_log_id,
-        };
         Ok(LogState {
-            last_purged_log_id,
-            last_log_id,
+            last_purged_log_id: self.meta.last_purged()?,
+            last_log_id: self.last_log_id()?,
         })
     }
 

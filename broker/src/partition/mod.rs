@@ -2,6 +2,7 @@
 //! the registry that starts and stops groups as the metadata says.
 
 mod log_store;
+mod recovery;
 mod registry;
 mod replica;
 pub mod state_machine;

@@ -5,14 +5,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{BasicNode, Raft};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use super::log_store::PartitionLogStore;
+use super::recovery::{self, Losses};
 use super::replica::{Limits, PartitionReplica};
 use super::state_machine::{InstalledOffset, PartitionStateMachine};
 use crate::controller::state::{ClusterState, PartitionRecord};
@@ -20,7 +21,7 @@ use crate::controller::topic_config::TopicConfig;
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::{ClusterImage, MetadataCache};
 use crate::raft::{GroupNetworkFactory, PeerPool, partition_config, transfer_leadership};
-use crate::storage::partition_log::log::{PartitionLog, RollPolicy, Verify};
+use crate::storage::partition_log::log::{CorruptionHook, PartitionLog, RollPolicy, Verify};
 use crate::storage::partition_log::syncer::SegmentSyncer;
 use crate::storage::{GroupMeta, Store};
 
@@ -42,6 +43,12 @@ pub struct PartitionRegistry {
     /// Whether orphaned data was swept since start-up (once is enough: later deletions
     /// are handled as they happen).
     swept: AtomicBool,
+    /// Groups whose log returned corrupt data, to restart with a full verification.
+    repairs: mpsc::UnboundedSender<u64>,
+    repair_requests: Mutex<Option<mpsc::UnboundedReceiver<u64>>>,
+    /// Held while groups start, stop or restart, so a reconcile and a repair never
+    /// start the same group twice.
+    lifecycle: tokio::sync::Mutex<()>,
 }
 
 impl PartitionRegistry {
@@ -54,6 +61,7 @@ impl PartitionRegistry {
         limits: Limits,
         topic_defaults: TopicConfig,
     ) -> Self {
+        let (repairs, repair_requests) = mpsc::unbounded_channel();
         PartitionRegistry {
             broker_id,
             store,
@@ -65,6 +73,9 @@ impl PartitionRegistry {
             groups: RwLock::new(HashMap::new()),
             swept: AtomicBool::new(false),
             topic_defaults,
+            repairs,
+            repair_requests: Mutex::new(Some(repair_requests)),
+            lifecycle: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -206,7 +217,62 @@ impl PartitionRegistry {
         }
     }
 
+    /// Restarts, with every segment verified, the groups whose log returned corrupt
+    /// data: the damaged segment is cut there, and the replica gets the lost entries back
+    /// from the leader (see [`recovery`]).
+    pub async fn run_repairs(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let requests = self
+            .repair_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(mut requests) = requests else { return };
+        loop {
+            let group = tokio::select! {
+                group = requests.recv() => match group { Some(group) => group, None => return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            self.repair(group).await;
+        }
+    }
+
+    async fn repair(&self, group: u64) {
+        let _lifecycle = self.lifecycle.lock().await;
+        let replica = self
+            .groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group);
+        let Some(replica) = replica else { return };
+        tracing::warn!(topic = %replica.topic, partition = replica.partition, group, "restarting a replica with corrupt data to verify and repair its log");
+        if let Err(err) = replica.raft().shutdown().await {
+            tracing::warn!(group, %err, "partition group did not stop cleanly");
+        }
+        drop(replica);
+        let image = self.cache.image();
+        let Some((topic, partition, record)) = image.state.partition_by_group(group) else {
+            return;
+        };
+        if !record.replicas.contains(&self.broker_id) {
+            return;
+        }
+        let topic = topic.name.clone();
+        if let Err(err) = self
+            .start(
+                &image.state,
+                topic.clone(),
+                partition,
+                record,
+                Verify::Everything,
+            )
+            .await
+        {
+            tracing::error!(%topic, partition, group, %err, "cannot restart the repaired replica");
+        }
+    }
+
     async fn reconcile(&self, image: &ClusterImage) {
+        let _lifecycle = self.lifecycle.lock().await;
         let mut wanted = HashMap::new();
         for topic in image.state.topics.values() {
             for (i, p) in topic.partitions.iter().enumerate() {
@@ -238,7 +304,13 @@ impl PartitionRegistry {
                 continue;
             }
             if let Err(err) = self
-                .start(&image.state, topic.clone(), partition, &record)
+                .start(
+                    &image.state,
+                    topic.clone(),
+                    partition,
+                    &record,
+                    Verify::ActiveSegment,
+                )
                 .await
             {
                 tracing::error!(%topic, partition, group, %err, "cannot start partition replica");
@@ -308,39 +380,62 @@ impl PartitionRegistry {
         topic: String,
         partition: u32,
         record: &PartitionRecord,
+        verify: Verify,
     ) -> Result<(), BrokerError> {
         let group = record.group_id;
         let dir = self.partitions_dir.join(group.to_string());
-        let (log, recovery) = PartitionLog::open(
-            &dir,
-            roll_policy(state, &topic, &self.topic_defaults),
-            Verify::ActiveSegment,
-        )?;
-        if let Some(r) = recovery {
+        let policy = roll_policy(state, &topic, &self.topic_defaults);
+        let (mut log, repaired) = PartitionLog::open(&dir, policy, verify)?;
+        let mut losses = Losses {
+            voters: record.replicas.len(),
+            ..Losses::default()
+        };
+        if let Some(r) = repaired {
+            // A sealed segment was synced when it rolled: what it lost was acknowledged.
+            if r.sealed {
+                losses.lost_through = r.lost_through.or(log.last().map(|h| h.index + 1));
+            }
             tracing::warn!(
                 %topic, partition, group,
                 segment = %r.segment.display(),
+                sealed = r.sealed,
                 valid_bytes = r.recovery.valid_bytes,
                 dropped_bytes = r.recovery.dropped_bytes,
                 dropped_segments = r.dropped_segments.len(),
                 reason = %r.recovery.reason,
-                "cut a torn or corrupt log tail; the leader will send what was lost"
+                "cut a torn or corrupt log; the leader will send what was lost"
             );
         }
+        log.set_corruption_hook(self.corruption_hook(group));
         let log = Arc::new(RwLock::new(log));
         let installed = InstalledOffset::default();
+        let meta = GroupMeta::new(self.store.clone(), group);
         let log_store = PartitionLogStore::new(
             log.clone(),
-            GroupMeta::new(self.store.clone(), group),
+            meta.clone(),
             self.syncer.clone(),
             installed.clone(),
         )?;
+        losses.lost_through = losses.lost_through.max(log_store.forget_lost_commits()?);
+        losses.log_last_index = log
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .last()
+            .map(|h| h.index);
+        let gate = recovery::assess(&meta, losses).await?;
         let (sm, positions) =
             PartitionStateMachine::open(self.store.clone(), group, installed, log.clone())?;
         let network = GroupNetworkFactory::new(group, self.peers.clone());
-        let raft = Raft::new(self.broker_id, partition_config(), network, log_store, sm)
-            .await
-            .map_err(|e| BrokerError::Internal(format!("starting group {group}: {e}")))?;
+        let raft = Raft::new(
+            self.broker_id,
+            partition_config(gate.refuses_votes()),
+            network,
+            log_store,
+            sm,
+        )
+        .await
+        .map_err(|e| BrokerError::Internal(format!("starting group {group}: {e}")))?;
+        recovery::hold_elections_until_recovered(&raft, &gate, meta);
         let members: BTreeMap<u64, BasicNode> = record
             .replicas
             .iter()
@@ -370,12 +465,25 @@ impl PartitionRegistry {
             log,
             cache: self.cache.clone(),
             limits: self.limits,
+            recovery: gate,
         };
         self.groups
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(group, Arc::new(replica));
         Ok(())
+    }
+
+    /// Reports corrupt data read from `group`'s log (once) and asks for its repair.
+    fn corruption_hook(&self, group: u64) -> CorruptionHook {
+        let repairs = self.repairs.clone();
+        let reported = AtomicBool::new(false);
+        Arc::new(move |err: &std::io::Error| {
+            if !reported.swap(true, Ordering::Relaxed) {
+                tracing::error!(group, %err, "corrupt data in a partition log; it is never served and will be recovered from the leader");
+                let _ = repairs.send(group);
+            }
+        })
     }
 
     async fn remove(&self, group: u64) {

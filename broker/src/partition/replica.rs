@@ -9,6 +9,7 @@ use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 
+use super::recovery::RecoveryGate;
 use super::state_machine::Positions;
 use super::types::{
     PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply, StoredRecord,
@@ -53,6 +54,7 @@ pub struct PartitionReplica {
     pub(super) log: Arc<RwLock<PartitionLog>>,
     pub(super) cache: MetadataCache,
     pub(super) limits: Limits,
+    pub(super) recovery: RecoveryGate,
 }
 
 impl PartitionReplica {
@@ -66,6 +68,12 @@ impl PartitionReplica {
 
     pub fn raft(&self) -> &PartitionRaft {
         &self.raft
+    }
+
+    /// Whether this replica is getting back entries it lost, and so must not vote or
+    /// take leadership.
+    pub fn refuses_votes(&self) -> bool {
+        self.recovery.refuses_votes()
     }
 
     fn not_leader(&self, leader: Option<u64>) -> BrokerError {

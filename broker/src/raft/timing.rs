@@ -31,9 +31,11 @@ pub fn controller_config() -> Arc<Config> {
     })
 }
 
-/// A partition group: the Raft log *is* the partition's data, so it is never purged by
-/// snapshots (retention arrives with the segmented log).
-pub fn partition_config() -> Arc<Config> {
+/// A partition group: the Raft log *is* the partition's data, so snapshots never purge
+/// it (retention does, through `Retain` entries). A replica `recovering` entries it
+/// lost neither stands for election nor resumes a leadership it held before the restart
+/// (`partition::recovery` lets it back into elections once it holds them again).
+pub fn partition_config(recovering: bool) -> Arc<Config> {
     validated(Config {
         cluster_name: "strait-partition".into(),
         heartbeat_interval: 250,
@@ -42,6 +44,11 @@ pub fn partition_config() -> Arc<Config> {
         snapshot_policy: SnapshotPolicy::Never,
         max_payload_entries: 64,
         enable_pre_vote: Some(true),
+        // A replica that found a corrupt segment cuts it and gets the entries back from
+        // the leader; it stays out of elections until then (`partition::recovery`).
+        allow_log_reversion: Some(true),
+        enable_elect: !recovering,
+        enable_leader_restore: Some(!recovering),
         ..Default::default()
     })
 }

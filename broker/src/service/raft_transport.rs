@@ -36,6 +36,12 @@ impl RaftTransportApi {
                 .partitions
                 .by_group(group)
                 .ok_or_else(|| Status::not_found(format!("no local replica of group {group}")))?;
+            let elects = matches!(kind, RaftRpcKind::Vote | RaftRpcKind::TransferLeader);
+            if elects && replica.refuses_votes() {
+                return Err(Status::unavailable(format!(
+                    "the replica of group {group} is recovering lost entries and cannot vote"
+                )));
+            }
             serve_rpc(replica.raft(), kind, &message.data).await
         };
         let data =

@@ -1,5 +1,6 @@
 //! The small per-group Raft state kept in RocksDB whatever holds the entries: vote,
-//! committed log id and last purged log id (column family `raft_meta`).
+//! committed log id, last purged log id, and the index a replica that lost data must
+//! get back before it may vote again (column family `raft_meta`).
 
 use std::io;
 
@@ -12,6 +13,7 @@ use super::raft_log::{decode, encode};
 const TAG_VOTE: u8 = 1;
 const TAG_COMMITTED: u8 = 2;
 const TAG_LAST_PURGED: u8 = 3;
+const TAG_RECOVER_UNTIL: u8 = 4;
 
 /// Vote, committed and purged markers of one group.
 #[derive(Clone)]
@@ -68,6 +70,27 @@ impl GroupMeta {
 
     pub fn last_purged<L: DeserializeOwned>(&self) -> io::Result<Option<L>> {
         self.get(TAG_LAST_PURGED)
+    }
+
+    /// The Raft index this replica must hold again before it votes: set when it found
+    /// entries it had acknowledged lost (a corrupt segment).
+    pub fn recover_until(&self) -> io::Result<Option<u64>> {
+        self.get(TAG_RECOVER_UNTIL)
+    }
+
+    /// Synced: a replica that forgot it lost data could help elect a leader without it.
+    pub async fn save_recover_until_and_sync(&self, index: Option<u64>) -> io::Result<()> {
+        let key = meta_key(self.group, TAG_RECOVER_UNTIL);
+        let cf = self.store.cf(CF_META);
+        match index {
+            Some(index) => self.put(TAG_RECOVER_UNTIL, &index)?,
+            None => self
+                .store
+                .db()
+                .delete_cf(cf, key)
+                .map_err(io::Error::other)?,
+        }
+        self.store.flusher().sync().await
     }
 
     /// Synced, because entries at or below it may be deleted right after.

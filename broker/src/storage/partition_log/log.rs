@@ -69,8 +69,12 @@ pub enum Verify {
     Everything,
 }
 
+/// Called when a read finds a batch that fails its checks (bit rot in a sealed segment).
+pub type CorruptionHook = std::sync::Arc<dyn Fn(&io::Error) + Send + Sync>;
+
 pub struct PartitionLog {
     dir: PathBuf,
+    corruption_hook: Option<CorruptionHook>,
     policy: RollPolicy,
     /// Ordered by base offset and by Raft index alike; never empty after `open`.
     segments: Vec<Segment>,
@@ -195,6 +199,7 @@ impl PartitionLog {
         Ok((
             PartitionLog {
                 dir: dir.to_path_buf(),
+                corruption_hook: None,
                 policy,
                 segments,
                 next_offset,
@@ -208,6 +213,21 @@ impl PartitionLog {
         self.segments
             .last_mut()
             .expect("a partition log always has an active segment")
+    }
+
+    /// Runs `hook` whenever a read finds corrupt data (the read itself fails).
+    pub fn set_corruption_hook(&mut self, hook: CorruptionHook) {
+        self.corruption_hook = Some(hook);
+    }
+
+    /// Passes `result` through, telling the corruption hook about corrupt data.
+    fn checked<T>(&self, result: io::Result<T>) -> io::Result<T> {
+        if let (Err(err), Some(hook)) = (&result, &self.corruption_hook)
+            && err.kind() == io::ErrorKind::InvalidData
+        {
+            hook(err);
+        }
+        result
     }
 
     /// Changes when the active segment rolls (a topic config change).
@@ -309,6 +329,15 @@ impl PartitionLog {
         end: u64,
         max_bytes: usize,
     ) -> io::Result<Vec<StoredBatch>> {
+        self.checked(self.read_indexes_unchecked(start, end, max_bytes))
+    }
+
+    fn read_indexes_unchecked(
+        &self,
+        start: u64,
+        end: u64,
+        max_bytes: usize,
+    ) -> io::Result<Vec<StoredBatch>> {
         let start = match self.purged_through {
             Some(purged) => start.max(purged.saturating_add(1)),
             None => start,
@@ -332,6 +361,14 @@ impl PartitionLog {
     /// Record batches holding offsets from `offset` on, up to about `max_bytes` (at
     /// least one batch when there is one).
     pub fn read_offsets(&self, offset: u64, max_bytes: usize) -> io::Result<Vec<StoredBatch>> {
+        self.checked(self.read_offsets_unchecked(offset, max_bytes))
+    }
+
+    fn read_offsets_unchecked(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+    ) -> io::Result<Vec<StoredBatch>> {
         let first = self
             .segments
             .partition_point(|s| s.base_offset() <= offset)
@@ -351,7 +388,7 @@ impl PartitionLog {
     /// The first offset with a record timestamp at or after `timestamp`.
     pub fn offset_for_timestamp(&self, timestamp: i64) -> io::Result<Option<u64>> {
         for segment in &self.segments {
-            if let Some(offset) = segment.offset_for_timestamp(timestamp)? {
+            if let Some(offset) = self.checked(segment.offset_for_timestamp(timestamp))? {
                 return Ok(Some(offset.max(self.log_start_offset())));
             }
         }
