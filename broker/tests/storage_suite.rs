@@ -75,6 +75,7 @@ impl StoreBuilder<PartitionRaftConfig, PartitionLogStore, PartitionStateMachine,
             GroupMeta::new(store, 7),
             SegmentSyncer::start(),
             installed,
+            Default::default(),
         )
         .map_err(io)?;
         Ok((dir, log_store, sm))

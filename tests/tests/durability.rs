@@ -208,3 +208,77 @@ async fn acknowledged_records_survive_rounds_of_kill9_during_produce() -> anyhow
     );
     Ok(())
 }
+
+/// `flush=async` is chosen explicitly, shown by describe, and acknowledges before the
+/// fdatasync; the page cache belongs to the kernel, so kill -9 of every broker loses
+/// nothing acknowledged even then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_async_is_explicit_and_survives_kill9_of_every_broker() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(3).await?;
+    let client = cluster.client().await?;
+    let bad = client
+        .create_topic_with_configs(
+            "fast",
+            1,
+            3,
+            [("flush".to_string(), "whenever".to_string())].into(),
+        )
+        .await;
+    assert!(bad.is_err(), "an unknown flush policy is refused");
+    client
+        .create_topic_with_configs(
+            "fast",
+            1,
+            3,
+            [("flush".to_string(), "async".to_string())].into(),
+        )
+        .await?;
+    let described = client.describe_topic("fast").await?;
+    assert_eq!(
+        described.topic.configs.get("flush").map(String::as_str),
+        Some("async")
+    );
+    client
+        .wait_for_leaders("fast", Duration::from_secs(30))
+        .await?;
+    let producer = client.producer(Default::default());
+    let mut acked = Vec::new();
+    for i in 0..300u32 {
+        let value = format!("fast {i}");
+        let meta = producer
+            .send_and_wait("fast", ProducerRecord::new(value.clone()))
+            .await?;
+        acked.push((meta.offset, value));
+    }
+    for id in [1, 2, 3] {
+        cluster.kill9(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.restart(id)?;
+    }
+    cluster.wait_ready(Duration::from_secs(60)).await?;
+    let client = cluster.client().await?;
+    client
+        .wait_for_leaders("fast", Duration::from_secs(60))
+        .await?;
+    let mut consumer = PartitionConsumer::new(
+        client.clone(),
+        "fast",
+        0,
+        OffsetSpec::At(0),
+        Default::default(),
+    )
+    .await?;
+    let mut read = Vec::new();
+    while read.len() < acked.len() {
+        read.extend(
+            consumer
+                .poll()
+                .await?
+                .into_iter()
+                .map(|r| (r.offset, String::from_utf8_lossy(&r.value).into_owned())),
+        );
+    }
+    assert_eq!(read[..acked.len()], acked[..]);
+    Ok(())
+}

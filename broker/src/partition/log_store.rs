@@ -8,6 +8,7 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use openraft::alias::{LogIdOf, VoteOf};
@@ -33,6 +34,9 @@ pub struct PartitionLogStore {
     meta: GroupMeta,
     syncer: SegmentSyncer,
     installed: InstalledOffset,
+    /// The topic's `flush=async`: appends count as durable once written, and the
+    /// fdatasync follows in the background.
+    flush_async: Arc<AtomicBool>,
 }
 
 impl PartitionLogStore {
@@ -42,6 +46,7 @@ impl PartitionLogStore {
         meta: GroupMeta,
         syncer: SegmentSyncer,
         installed: InstalledOffset,
+        flush_async: Arc<AtomicBool>,
     ) -> io::Result<Self> {
         let purged: Option<LogIdOf<C>> = meta.last_purged()?;
         log.write()
@@ -52,6 +57,7 @@ impl PartitionLogStore {
             meta,
             syncer,
             installed,
+            flush_async,
         })
     }
 
@@ -249,6 +255,10 @@ impl RaftLogStorage<C> for PartitionLogStore {
             log.sync_handle()
         };
         match handle {
+            Some(file) if self.flush_async.load(Ordering::Relaxed) => {
+                self.syncer.after_sync(file, |_| {});
+                callback.io_completed(Ok(()));
+            }
             Some(file) => self
                 .syncer
                 .after_sync(file, move |res| callback.io_completed(res)),

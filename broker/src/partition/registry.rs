@@ -14,14 +14,14 @@ use tokio::sync::{mpsc, watch};
 
 use super::log_store::PartitionLogStore;
 use super::recovery::{self, Losses};
-use super::replica::{Limits, PartitionReplica};
+use super::replica::{Limits, PartitionReplica, roll_policy};
 use super::state_machine::{InstalledOffset, PartitionStateMachine};
 use crate::controller::state::{ClusterState, PartitionRecord};
-use crate::controller::topic_config::TopicConfig;
+use crate::controller::topic_config::{Flush, TopicConfig};
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::{ClusterImage, MetadataCache};
 use crate::raft::{GroupNetworkFactory, PeerPool, partition_config, transfer_leadership};
-use crate::storage::partition_log::log::{CorruptionHook, PartitionLog, RollPolicy, Verify};
+use crate::storage::partition_log::log::{CorruptionHook, PartitionLog, Verify};
 use crate::storage::partition_log::syncer::SegmentSyncer;
 use crate::storage::{GroupMeta, Store};
 
@@ -295,11 +295,7 @@ impl PartitionRegistry {
         for (group, (topic, partition, record)) in wanted {
             if running.contains(&group) {
                 if let Some(replica) = self.by_group(group) {
-                    replica.set_roll_policy(roll_policy(
-                        &image.state,
-                        &topic,
-                        &self.topic_defaults,
-                    ));
+                    replica.apply_config(&topic_config(&image.state, &topic, &self.topic_defaults));
                 }
                 continue;
             }
@@ -384,8 +380,8 @@ impl PartitionRegistry {
     ) -> Result<(), BrokerError> {
         let group = record.group_id;
         let dir = self.partitions_dir.join(group.to_string());
-        let policy = roll_policy(state, &topic, &self.topic_defaults);
-        let (mut log, repaired) = PartitionLog::open(&dir, policy, verify)?;
+        let config = topic_config(state, &topic, &self.topic_defaults);
+        let (mut log, repaired) = PartitionLog::open(&dir, roll_policy(&config), verify)?;
         let mut losses = Losses {
             voters: record.replicas.len(),
             ..Losses::default()
@@ -410,13 +406,25 @@ impl PartitionRegistry {
         let log = Arc::new(RwLock::new(log));
         let installed = InstalledOffset::default();
         let meta = GroupMeta::new(self.store.clone(), group);
+        let flush_async = Arc::new(AtomicBool::new(config.flush == Flush::Async));
         let log_store = PartitionLogStore::new(
             log.clone(),
             meta.clone(),
             self.syncer.clone(),
             installed.clone(),
+            flush_async.clone(),
         )?;
-        losses.lost_through = losses.lost_through.max(log_store.forget_lost_commits()?);
+        let lost_commit = log_store.forget_lost_commits()?;
+        match config.flush {
+            Flush::Sync => losses.lost_through = losses.lost_through.max(lost_commit),
+            // Acknowledged before fsync, by the topic's choice: a machine crash may
+            // lose the tail everywhere, so waiting for it could wait forever.
+            Flush::Async => {
+                if let Some(index) = lost_commit {
+                    tracing::warn!(%topic, partition, group, index, "entries acknowledged with flush=async were lost in a crash");
+                }
+            }
+        }
         losses.log_last_index = log
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -466,6 +474,7 @@ impl PartitionRegistry {
             cache: self.cache.clone(),
             limits: self.limits,
             recovery: gate,
+            flush_async,
         };
         self.groups
             .write()
@@ -555,16 +564,8 @@ async fn initialize_group(
     }
 }
 
-/// The segment settings of `topic` (defaults when it is unknown or its configs invalid).
-fn roll_policy(state: &ClusterState, topic: &str, defaults: &TopicConfig) -> RollPolicy {
-    let config = topic_config(state, topic, defaults);
-    RollPolicy {
-        segment_bytes: config.segment_bytes,
-        segment_ms: config.segment_ms,
-    }
-}
-
-/// The effective config of `topic`: its overrides over the cluster defaults.
+/// The effective config of `topic`: its overrides over the cluster defaults (the
+/// defaults alone when it is unknown or its configs invalid).
 fn topic_config(state: &ClusterState, topic: &str, defaults: &TopicConfig) -> TopicConfig {
     state
         .topics

@@ -2,6 +2,7 @@
 //! after a majority has the batch on disk and it is applied) and fetch (committed
 //! records only, with long-polling).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use super::state_machine::Positions;
 use super::types::{
     PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply, StoredRecord,
 };
-use crate::controller::topic_config::TopicConfig;
+use crate::controller::topic_config::{Flush, TopicConfig};
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::MetadataCache;
 use crate::storage::decode;
@@ -55,15 +56,19 @@ pub struct PartitionReplica {
     pub(super) cache: MetadataCache,
     pub(super) limits: Limits,
     pub(super) recovery: RecoveryGate,
+    /// Shared with the log store: whether appends are acknowledged before fdatasync.
+    pub(super) flush_async: Arc<AtomicBool>,
 }
 
 impl PartitionReplica {
-    /// Applies the topic's current segment settings to this replica's log.
-    pub fn set_roll_policy(&self, policy: RollPolicy) {
+    /// Applies the topic's current segment and flush settings to this replica.
+    pub fn apply_config(&self, config: &TopicConfig) {
         self.log
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .set_policy(policy);
+            .set_policy(roll_policy(config));
+        self.flush_async
+            .store(config.flush == Flush::Async, Ordering::Relaxed);
     }
 
     pub fn raft(&self) -> &PartitionRaft {
@@ -411,5 +416,13 @@ impl PartitionReplica {
         }
         isr.sort_unstable();
         Some((metrics.current_term, isr))
+    }
+}
+
+/// The segment settings of a topic config.
+pub(super) fn roll_policy(config: &TopicConfig) -> RollPolicy {
+    RollPolicy {
+        segment_bytes: config.segment_bytes,
+        segment_ms: config.segment_ms,
     }
 }
