@@ -75,6 +75,11 @@ pub struct BrokerArgs {
     /// How often leaders look for segments to delete [default: 30000].
     #[arg(long)]
     pub retention_check_ms: Option<u64>,
+    /// Reach a peer broker through another address: `ADDR=VIA` dials VIA whenever this
+    /// broker connects to the peer advertised as ADDR (a proxy, a NAT, a tunnel).
+    /// Repeatable; clients are not affected.
+    #[arg(long = "peer-route", value_name = "ADDR=VIA")]
+    pub peer_routes: Option<Vec<String>>,
 }
 
 impl BrokerArgs {
@@ -95,6 +100,7 @@ impl BrokerArgs {
             retention_ms: self.retention_ms.or(other.retention_ms),
             retention_bytes: self.retention_bytes.or(other.retention_bytes),
             retention_check_ms: self.retention_check_ms.or(other.retention_check_ms),
+            peer_routes: self.peer_routes.or(other.peer_routes),
         }
     }
 }
@@ -115,6 +121,8 @@ pub struct BrokerConfig {
     /// Topic configs of topics that do not override them.
     pub topic_defaults: TopicConfig,
     pub retention_check: Duration,
+    /// Peer address → the address to dial instead.
+    pub peer_routes: BTreeMap<String, String>,
 }
 
 impl BrokerConfig {
@@ -210,6 +218,24 @@ impl BrokerConfig {
                 message: "must be between 100 and 3600000".into(),
             });
         }
+        let mut peer_routes = BTreeMap::new();
+        for route in args.peer_routes.unwrap_or_default() {
+            let bad = |message: String| ConfigError::Invalid {
+                key: "peer-route",
+                message,
+            };
+            let (addr, via) = route
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{route}` is not ADDR=VIA")))?;
+            check_host_port("peer-route", addr)?;
+            check_host_port("peer-route", via)?;
+            if peer_routes
+                .insert(addr.to_string(), via.to_string())
+                .is_some()
+            {
+                return Err(bad(format!("`{addr}` is routed twice")));
+            }
+        }
         Ok(BrokerConfig {
             id,
             listen,
@@ -223,6 +249,7 @@ impl BrokerConfig {
             produce_timeout: Duration::from_millis(produce_timeout_ms),
             topic_defaults,
             retention_check: Duration::from_millis(retention_check_ms),
+            peer_routes,
         })
     }
 
@@ -315,10 +342,40 @@ mod tests {
             ["--listen=nowhere", "--seeds=a:1"],
             ["--listen=127.0.0.1:1", "--seeds=a:0"],
             ["--listen=127.0.0.1:1", "--seeds=noport"],
+            ["--listen=127.0.0.1:1", "--peer-route=a:1"],
+            ["--listen=127.0.0.1:1", "--peer-route=a:1=b"],
         ] {
             let mut a = vec!["--id=1", "--data-dir=/x"];
             a.extend_from_slice(&bad);
+            if !a.iter().any(|f| f.starts_with("--seeds")) {
+                a.push("--seeds=a:1");
+            }
             assert!(BrokerConfig::load(args(&a)).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn peer_routes_map_a_peer_address_to_the_one_dialled() {
+        let cfg = BrokerConfig::load(args(&[
+            "--id=1",
+            "--listen=127.0.0.1:9701",
+            "--data-dir=/x",
+            "--seeds=127.0.0.1:9701,127.0.0.1:9702",
+            "--peer-route=127.0.0.1:9702=127.0.0.1:19702",
+        ]))
+        .expect("valid");
+        assert_eq!(
+            cfg.peer_routes.get("127.0.0.1:9702").map(String::as_str),
+            Some("127.0.0.1:19702")
+        );
+        let twice = BrokerConfig::load(args(&[
+            "--id=1",
+            "--listen=127.0.0.1:9701",
+            "--data-dir=/x",
+            "--seeds=127.0.0.1:9701",
+            "--peer-route=127.0.0.1:9702=127.0.0.1:1",
+            "--peer-route=127.0.0.1:9702=127.0.0.1:2",
+        ]));
+        assert!(twice.is_err());
     }
 }

@@ -65,7 +65,7 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
         })?;
     let store = Store::open(&config.data_dir.join("rocksdb"))?;
     let cache = MetadataCache::default();
-    let peers = PeerPool::default();
+    let peers = PeerPool::with_routes(config.peer_routes.clone());
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     let voter = config.is_controller_voter();

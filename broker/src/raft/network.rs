@@ -1,7 +1,7 @@
 //! Outbound Raft RPCs: one lazily connected tonic `Channel` per peer broker, shared by
 //! every group (HTTP/2 multiplexes them); each message names its group.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, RwLock};
@@ -37,9 +37,21 @@ pub struct PeerPool {
 struct PeerPoolInner {
     channels: Mutex<HashMap<String, Channel>>,
     addresses: RwLock<HashMap<u64, String>>,
+    /// Peer address → address to dial instead (`--peer-route`).
+    routes: BTreeMap<String, String>,
 }
 
 impl PeerPool {
+    /// A pool that dials the peers named in `routes` through their given addresses.
+    pub fn with_routes(routes: BTreeMap<String, String>) -> Self {
+        PeerPool {
+            inner: Arc::new(PeerPoolInner {
+                routes,
+                ..PeerPoolInner::default()
+            }),
+        }
+    }
+
     /// Records where broker `id` can be reached now (from the broker registry).
     pub fn set_addresses(&self, addrs: impl IntoIterator<Item = (u64, String)>) {
         let mut map = self
@@ -72,7 +84,8 @@ impl PeerPool {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+        let dial = self.inner.routes.get(addr).map_or(addr, String::as_str);
+        let channel = Endpoint::from_shared(format!("http://{dial}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
