@@ -18,14 +18,20 @@ use strait_client::{Client, ClientConfig};
 
 static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
 
-/// Directory holding the workspace's built binaries (`target/debug`).
+/// Directory holding the workspace's built binaries (`target/<profile>`), found from
+/// the running executable: a test binary in `target/<profile>/deps`, or a tool such as
+/// `strait-chaos` beside the brokers.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary knows its path");
-    // target/debug/deps/<test binary> -> target/debug
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("test binaries live in target/<profile>/deps")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("the running binary knows its path");
+    let dir = exe
+        .parent()
+        .expect("binaries live in a directory")
+        .to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
 }
 
 /// Path of a workspace binary; fails with a hint when it was not built.
@@ -115,6 +121,7 @@ pub struct BrokerProcess {
     pub addr: String,
     data_dir: PathBuf,
     log: PathBuf,
+    extra_args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -140,44 +147,83 @@ impl BrokerProcess {
 
 /// A cluster of real broker processes.
 pub struct Cluster {
-    dir: tempfile::TempDir,
+    /// `None` once [`Cluster::keep_files`] handed the directory over.
+    dir: Option<tempfile::TempDir>,
+    root: PathBuf,
     seeds: String,
     pub brokers: Vec<BrokerProcess>,
     _lock: ClusterLock,
+}
+
+/// How to start a [`Cluster`] beyond the defaults.
+#[derive(Default)]
+pub struct ClusterOptions {
+    /// Each broker's address, in id order (default: free loopback ports).
+    pub addrs: Option<Vec<String>>,
+    /// More flags for broker `id` (e.g. `--peer-route`).
+    pub extra_args: std::collections::BTreeMap<u64, Vec<String>>,
 }
 
 impl Cluster {
     /// Starts `n` brokers (the first three are the controller voters) and waits until all
     /// are registered and alive.
     pub async fn start(n: usize) -> anyhow::Result<Cluster> {
+        Cluster::start_with(n, ClusterOptions::default()).await
+    }
+
+    /// Starts `n` brokers as `options` says, and waits until all are alive.
+    pub async fn start_with(n: usize, options: ClusterOptions) -> anyhow::Result<Cluster> {
         let lock = cluster_lock();
         let dir = tempfile::Builder::new().prefix("strait-test-").tempdir()?;
-        let base = free_ports(n as u16);
-        let addrs: Vec<String> = (0..n as u16)
-            .map(|i| format!("127.0.0.1:{}", base + i))
-            .collect();
+        let addrs = match options.addrs {
+            Some(addrs) => addrs,
+            None => {
+                let base = free_ports(n as u16);
+                (0..n as u16)
+                    .map(|i| format!("127.0.0.1:{}", base + i))
+                    .collect()
+            }
+        };
         let seeds = addrs.iter().take(3).cloned().collect::<Vec<_>>().join(",");
         let mut cluster = Cluster {
-            dir,
+            root: dir.path().to_path_buf(),
+            dir: Some(dir),
             seeds,
             brokers: Vec::new(),
             _lock: lock,
         };
         for (i, addr) in addrs.into_iter().enumerate() {
-            cluster.spawn(i as u64 + 1, addr)?;
+            let id = i as u64 + 1;
+            let extra = options.extra_args.get(&id).cloned().unwrap_or_default();
+            cluster.spawn(id, addr, extra)?;
         }
         cluster.wait_ready(Duration::from_secs(60)).await?;
         Ok(cluster)
     }
 
-    fn spawn(&mut self, id: u64, addr: String) -> anyhow::Result<()> {
-        let data_dir = self.dir.path().join(format!("broker-{id}"));
-        let log = self.dir.path().join(format!("broker-{id}.log"));
+    /// The directory holding every broker's data and log.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Keeps the data and logs on disk after the cluster is dropped (to inspect a
+    /// failure); returns where they are.
+    pub fn keep_files(&mut self) -> PathBuf {
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.keep();
+        }
+        self.root.clone()
+    }
+
+    fn spawn(&mut self, id: u64, addr: String, extra_args: Vec<String>) -> anyhow::Result<()> {
+        let data_dir = self.root.join(format!("broker-{id}"));
+        let log = self.root.join(format!("broker-{id}.log"));
         let mut broker = BrokerProcess {
             id,
             addr,
             data_dir,
             log,
+            extra_args,
             child: None,
         };
         self.launch(&mut broker)?;
@@ -197,6 +243,7 @@ impl Cluster {
             .arg(format!("--seeds={}", self.seeds))
             .arg("--session-timeout-ms=3000")
             .arg("--retention-check-ms=500")
+            .args(&broker.extra_args)
             .env("STRAIT_LOG", "info,openraft=error")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -210,7 +257,7 @@ impl Cluster {
     /// Adds a broker that joins through the seeds.
     pub async fn add_broker(&mut self) -> anyhow::Result<u64> {
         let id = self.brokers.iter().map(|b| b.id).max().unwrap_or(0) + 1;
-        self.spawn(id, format!("127.0.0.1:{}", free_port()))?;
+        self.spawn(id, format!("127.0.0.1:{}", free_port()), Vec::new())?;
         self.wait_ready(Duration::from_secs(60)).await?;
         Ok(id)
     }
@@ -237,6 +284,55 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// SIGSTOP: the process freezes (no timers, no I/O) until [`Cluster::resume`].
+    pub fn pause(&mut self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// SIGCONT after [`Cluster::pause`].
+    pub fn resume(&mut self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    fn signal(&mut self, id: u64, signal: libc::c_int) {
+        if let Some(child) = self.broker(id).child.as_ref()
+            && let Ok(pid) = libc::pid_t::try_from(child.id())
+        {
+            // SAFETY: kill(2) on our own child's pid; it cannot touch our memory.
+            unsafe {
+                libc::kill(pid, signal);
+            }
+        }
+    }
+
+    /// SIGTERM, then waits for the broker's controlled shutdown to finish (or kills it
+    /// after `timeout`).
+    pub async fn terminate(&mut self, id: u64, timeout: Duration) {
+        self.signal(id, libc::SIGTERM);
+        let broker = self.broker(id);
+        let Some(mut child) = broker.child.take() else {
+            return;
+        };
+        let deadline = Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        loop {
+            tick.tick().await;
+            if !matches!(child.try_wait(), Ok(None)) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return;
+            }
+        }
+    }
+
+    /// Whether broker `id` has a running process (not killed, not terminated).
+    pub fn is_up(&mut self, id: u64) -> bool {
+        self.broker(id).is_running()
     }
 
     /// Starts a killed broker again on the same address and data directory.

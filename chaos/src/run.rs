@@ -1,0 +1,276 @@
+//! One run: a three-broker cluster behind link proxies, a topic, the workload, a
+//! sequence of fault episodes (inject, hold, heal, time the recovery), then the final
+//! reads, the replica comparison and the checker.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use strait_client::{Client, ClientConfig, OffsetSpec, PartitionConsumer, ProducerRecord};
+use strait_tests::{Cluster, ClusterOptions, free_ports, wait_until};
+
+use crate::checker::{self, Findings};
+use crate::faults::{self, FaultKind, Target};
+use crate::history::{FaultEvent, History, Outcome, ProduceOp};
+use crate::net::Network;
+use crate::replicas;
+use crate::report::Report;
+use crate::workload::{Workload, WorkloadConfig};
+
+const TOPIC: &str = "chaos";
+const BROKERS: u64 = 3;
+/// Producer id of the probes that time recovery.
+const PROBE: u32 = 9999;
+/// Numbers probe values, unique within the process.
+static PROBE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub seed: u64,
+    /// Fault kinds to draw from.
+    pub faults: Vec<FaultKind>,
+    /// Run until this much time has passed (random faults); `None`: each kind once.
+    pub duration: Option<Duration>,
+    /// How long a fault stays injected, at least / at most.
+    pub hold: (Duration, Duration),
+    pub partitions: u32,
+    pub producers: u32,
+    pub consumers: u32,
+    /// Assert no duplicates (once producers are idempotent).
+    pub strict_duplicates: bool,
+    /// How long the cluster may take to take writes on every partition after a heal.
+    pub recovery_deadline: Duration,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig {
+            seed: 1,
+            faults: FaultKind::ALL.to_vec(),
+            duration: None,
+            hold: (Duration::from_secs(3), Duration::from_secs(6)),
+            partitions: 3,
+            producers: 4,
+            consumers: 2,
+            strict_duplicates: false,
+            recovery_deadline: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Runs `config`; the report says whether every check held.
+pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let base = free_ports(BROKERS as u16);
+    let addrs: BTreeMap<u64, String> = (1..=BROKERS)
+        .map(|id| (id, format!("127.0.0.1:{}", base + id as u16 - 1)))
+        .collect();
+    let net = Network::start(&addrs).await?;
+    let options = ClusterOptions {
+        addrs: Some(addrs.values().cloned().collect()),
+        extra_args: addrs
+            .keys()
+            .map(|id| (*id, net.routes_for(*id, &addrs)))
+            .collect(),
+    };
+    let mut cluster = Cluster::start_with(BROKERS as usize, options).await?;
+    let client = Client::connect(ClientConfig::new(cluster.addrs())).await?;
+    client
+        .create_topic(TOPIC, config.partitions, BROKERS as u32)
+        .await?;
+    client
+        .wait_for_leaders(TOPIC, Duration::from_secs(30))
+        .await?;
+
+    let history = Arc::new(History::new(config.seed));
+    let workload = Workload::start(
+        &client,
+        TOPIC,
+        WorkloadConfig {
+            producers: config.producers,
+            consumers: config.consumers,
+            partitions: config.partitions,
+        },
+        history.clone(),
+    );
+    let mut schedule: Vec<FaultKind> = config.faults.clone();
+    schedule.shuffle(&mut rng);
+    let mut episode = 0usize;
+    let mut failure: Option<String> = None;
+    loop {
+        let kind = match config.duration {
+            None => match schedule.get(episode) {
+                Some(kind) => *kind,
+                None => break,
+            },
+            Some(duration) if started.elapsed() < duration => *config
+                .faults
+                .choose(&mut rng)
+                .unwrap_or(&FaultKind::KillLeader),
+            Some(_) => break,
+        };
+        episode += 1;
+        // Calm before each fault, so that every fault hits a working cluster.
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(1000..=2000))).await;
+        let mut target = Target {
+            cluster: &mut cluster,
+            net: &net,
+            client: &client,
+            topic: TOPIC,
+            brokers: addrs.keys().copied().collect(),
+        };
+        let injected_ms = history.now_ms();
+        let (detail, heal) = faults::inject(kind, &mut target, &mut rng).await;
+        eprintln!("[{:>6} ms] inject {kind}: {detail}", injected_ms);
+        let hold = rng.gen_range(config.hold.0..=config.hold.1);
+        tokio::time::sleep(hold).await;
+        faults::heal(heal, &mut target).await?;
+        let healed_ms = history.now_ms();
+        let recovered = wait_writable(&client, &config, &history).await;
+        let recovered_ms = recovered.then(|| history.now_ms());
+        eprintln!(
+            "[{:>6} ms] healed {kind}; writable again after {}",
+            healed_ms,
+            recovered_ms.map_or("NEVER".to_string(), |r| format!("{} ms", r - healed_ms))
+        );
+        history.lock().faults.push(FaultEvent {
+            kind: kind.name().to_string(),
+            detail,
+            injected_ms,
+            healed_ms,
+            recovered_ms,
+        });
+        if !recovered {
+            failure = Some(format!(
+                "the cluster did not take writes on every partition within {:?} after healing {kind}",
+                config.recovery_deadline
+            ));
+            break;
+        }
+    }
+    workload.stop(&history).await;
+
+    // Every broker up and every link healed before the final reads.
+    net.heal();
+    cluster.wait_ready(Duration::from_secs(60)).await?;
+    let client = Client::connect(ClientConfig::new(cluster.addrs())).await?;
+    client
+        .wait_for_leaders(TOPIC, Duration::from_secs(60))
+        .await?;
+    let mut finals = Vec::new();
+    for partition in 0..config.partitions {
+        finals.push(read_partition(&client, partition).await?);
+    }
+    // Replicas compared on disk, with every broker stopped cleanly.
+    for id in addrs.keys() {
+        cluster.terminate(*id, Duration::from_secs(30)).await;
+    }
+    let dirs: Vec<(u64, std::path::PathBuf)> = cluster
+        .brokers
+        .iter()
+        .map(|b| (b.id, b.data_dir().to_path_buf()))
+        .collect();
+    let (groups_compared, divergences) = replicas::compare(&dirs)?;
+
+    let data = history.lock();
+    let mut findings: Findings = checker::check(&data, &finals, config.strict_duplicates);
+    findings.violations.extend(divergences.iter().cloned());
+    if let Some(failure) = failure {
+        findings.violations.push(failure);
+    }
+    let mut report = Report::new(
+        &config,
+        &data,
+        &findings,
+        groups_compared,
+        divergences.len(),
+        started.elapsed(),
+    );
+    if !findings.violations.is_empty() {
+        let root = cluster.keep_files();
+        let path = root.join("history.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&*data)?)?;
+        report.kept = Some(root);
+    }
+    Ok(report)
+}
+
+/// Waits until a probe write to every partition is acknowledged (recorded in the
+/// history like any produce); false after the deadline.
+async fn wait_writable(client: &Client, config: &RunConfig, history: &History) -> bool {
+    let producer = client.producer(strait_client::ProducerConfig {
+        delivery_timeout: Duration::from_secs(5),
+        ..Default::default()
+    });
+    let pending = std::sync::Mutex::new((0..config.partitions).collect::<Vec<u32>>());
+    let result = wait_until(
+        "every partition writable",
+        config.recovery_deadline,
+        || async {
+            let partitions = pending.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let mut still = Vec::new();
+            for partition in partitions {
+                let seq = PROBE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let value = format!("probe-{seq}");
+                let start_ms = history.now_ms();
+                let result = producer
+                    .send_and_wait(
+                        TOPIC,
+                        ProducerRecord::new(value.clone()).partition(partition),
+                    )
+                    .await;
+                let outcome = match &result {
+                    Ok(meta) => Outcome::Acked {
+                        offset: meta.offset,
+                    },
+                    Err(err) => Outcome::Unknown {
+                        error: err.to_string(),
+                    },
+                };
+                if result.is_err() {
+                    still.push(partition);
+                }
+                history.lock().produces.push(ProduceOp {
+                    producer: PROBE,
+                    partition,
+                    value,
+                    start_ms,
+                    end_ms: history.now_ms(),
+                    outcome,
+                });
+            }
+            let done = still.is_empty();
+            *pending.lock().unwrap_or_else(|e| e.into_inner()) = still;
+            done.then_some(())
+        },
+    )
+    .await;
+    result.is_ok()
+}
+
+/// Every record of `partition`, from offset 0 to its end.
+async fn read_partition(client: &Client, partition: u32) -> anyhow::Result<Vec<(u64, String)>> {
+    let (_, high_watermark) = client.list_offsets(TOPIC, partition).await?;
+    let mut consumer = PartitionConsumer::new(
+        client.clone(),
+        TOPIC,
+        partition,
+        OffsetSpec::At(0),
+        Default::default(),
+    )
+    .await?;
+    let mut records = Vec::new();
+    while consumer.position() < high_watermark {
+        for record in consumer.poll().await? {
+            records.push((
+                record.offset,
+                String::from_utf8_lossy(&record.value).into_owned(),
+            ));
+        }
+    }
+    Ok(records)
+}
