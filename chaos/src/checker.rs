@@ -145,17 +145,22 @@ pub fn median(values: &mut [u64]) -> u64 {
     values.get(values.len() / 2).copied().unwrap_or(0)
 }
 
-/// The longest time, in ms, during which no produce was acknowledged (while the
-/// workload ran).
+/// The longest time, in ms, during which a partition acknowledged no produce (while
+/// the workload ran).
 pub fn longest_unavailability(history: &HistoryData) -> u64 {
-    let mut acks: Vec<u64> = history
-        .produces
-        .iter()
-        .filter(|op| matches!(op.outcome, Outcome::Acked { .. }))
-        .map(|op| op.end_ms)
-        .collect();
-    acks.sort_unstable();
-    acks.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+    let mut acks: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+    for op in &history.produces {
+        if matches!(op.outcome, Outcome::Acked { .. }) {
+            acks.entry(op.partition).or_default().push(op.end_ms);
+        }
+    }
+    acks.values_mut()
+        .map(|times| {
+            times.sort_unstable();
+            times.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// Operations grouped by outcome name, for the summary.

@@ -26,10 +26,11 @@ pub enum FaultKind {
     SlowLinks,
     FlakyLinks,
     RollingRestart,
+    DiskFull,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::KillLeader,
         FaultKind::KillFollower,
         FaultKind::KillController,
@@ -41,6 +42,7 @@ impl FaultKind {
         FaultKind::SlowLinks,
         FaultKind::FlakyLinks,
         FaultKind::RollingRestart,
+        FaultKind::DiskFull,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +58,7 @@ impl FaultKind {
             FaultKind::SlowLinks => "slow-links",
             FaultKind::FlakyLinks => "flaky-links",
             FaultKind::RollingRestart => "rolling-restart",
+            FaultKind::DiskFull => "disk-full",
         }
     }
 
@@ -73,6 +76,8 @@ impl fmt::Display for FaultKind {
 /// What must be done to undo an injected fault.
 pub enum Heal {
     Restart(Vec<u64>),
+    /// Delete the file that filled a broker's disk.
+    FreeDisk(std::path::PathBuf),
     Resume(u64),
     Network,
     Nothing,
@@ -194,6 +199,15 @@ pub async fn inject(kind: FaultKind, t: &mut Target<'_>, rng: &mut StdRng) -> (S
                 Heal::Network,
             )
         }
+        FaultKind::DiskFull => {
+            let id = t.leader(rng).await;
+            let filler = t.cluster.broker(id).data_dir().join("filler");
+            let written = fill(&filler);
+            (
+                format!("disk of broker {id} (leader) filled ({written} bytes)"),
+                Heal::FreeDisk(filler),
+            )
+        }
         FaultKind::RollingRestart => {
             for id in t.brokers.clone() {
                 t.cluster.terminate(id, Duration::from_secs(30)).await;
@@ -215,8 +229,26 @@ pub async fn heal(heal: Heal, t: &mut Target<'_>) -> anyhow::Result<()> {
             }
         }
         Heal::Resume(id) => t.cluster.resume(id),
+        Heal::FreeDisk(filler) => std::fs::remove_file(&filler)?,
         Heal::Network => t.net.heal(),
         Heal::Nothing => {}
     }
     Ok(())
+}
+
+/// Writes `path` until the file system is full; returns the bytes written.
+fn fill(path: &std::path::Path) -> u64 {
+    use std::io::Write;
+    let Ok(mut file) = std::fs::File::create(path) else {
+        return 0;
+    };
+    let mut written = 0u64;
+    for chunk in [1 << 20, 4096, 512] {
+        let zeros = vec![0u8; chunk];
+        while file.write_all(&zeros).is_ok() {
+            written += chunk as u64;
+        }
+    }
+    let _ = file.sync_all();
+    written
 }

@@ -26,10 +26,14 @@ struct Args {
     /// Partitions of the test topic (replication factor 3).
     #[arg(long, default_value_t = 3)]
     partitions: u32,
-    #[arg(long, default_value_t = 4)]
+    /// Producers, spread over the partitions (each writes to one).
+    #[arg(long, default_value_t = 6)]
     producers: u32,
     #[arg(long, default_value_t = 2)]
     consumers: u32,
+    /// Keep the history, data and broker logs even when every check holds.
+    #[arg(long)]
+    keep: bool,
 }
 
 #[tokio::main]
@@ -58,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
         partitions: args.partitions,
         producers: args.producers,
         consumers: args.consumers,
+        keep: args.keep,
         ..RunConfig::default()
     })
     .await?;

@@ -27,6 +27,10 @@ pub struct Report {
     pub groups_compared: usize,
     pub divergent: usize,
     pub longest_unavailability_ms: u64,
+    /// From the final heal until every replica was in sync again.
+    pub full_recovery_ms: u64,
+    /// Fault kinds that could not run here, and why.
+    pub skipped: Vec<String>,
     pub violations: Vec<String>,
     /// Where the history and the brokers' data and logs were kept (on failure).
     pub kept: Option<PathBuf>,
@@ -88,6 +92,8 @@ impl Report {
             groups_compared,
             divergent,
             longest_unavailability_ms: checker::longest_unavailability(history),
+            full_recovery_ms: 0,
+            skipped: Vec::new(),
             violations: findings.violations.clone(),
             kept: None,
         }
@@ -114,6 +120,9 @@ impl fmt::Display for Report {
                 f,
                 "  {kind:<18} {count:>7} {median:>9} ms {max:>9} ms {never:>6}"
             )?;
+        }
+        for skipped in &self.skipped {
+            writeln!(f, "  skipped: {skipped}")?;
         }
         writeln!(f, "checks")?;
         writeln!(f, "  acknowledged records lost   {:>6}", self.lost)?;
@@ -145,7 +154,15 @@ impl fmt::Display for Report {
             "  longest unavailability      {:>6} ms",
             self.longest_unavailability_ms
         )?;
+        writeln!(
+            f,
+            "  all replicas in sync after  {:>6} ms  (from the final heal)",
+            self.full_recovery_ms
+        )?;
         if self.passed() {
+            if let Some(kept) = &self.kept {
+                writeln!(f, "history and broker logs kept in {}", kept.display())?;
+            }
             writeln!(f, "PASS")
         } else {
             writeln!(f, "FAIL: {} violation(s)", self.violations.len())?;

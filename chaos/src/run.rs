@@ -22,6 +22,8 @@ use crate::workload::{Workload, WorkloadConfig};
 
 const TOPIC: &str = "chaos";
 const BROKERS: u64 = 3;
+/// Each broker's disk (a tmpfs) when a run fills disks.
+const DISK_BYTES: u64 = 256 * 1024 * 1024;
 /// Producer id of the probes that time recovery.
 const PROBE: u32 = 9999;
 /// Numbers probe values, unique within the process.
@@ -43,6 +45,8 @@ pub struct RunConfig {
     pub strict_duplicates: bool,
     /// How long the cluster may take to take writes on every partition after a heal.
     pub recovery_deadline: Duration,
+    /// Keep the history, data and logs even when every check holds.
+    pub keep: bool,
 }
 
 impl Default for RunConfig {
@@ -53,17 +57,23 @@ impl Default for RunConfig {
             duration: None,
             hold: (Duration::from_secs(3), Duration::from_secs(6)),
             partitions: 3,
-            producers: 4,
+            producers: 6,
             consumers: 2,
             strict_duplicates: false,
             recovery_deadline: Duration::from_secs(60),
+            keep: false,
         }
     }
 }
 
 /// Runs `config`; the report says whether every check held.
-pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
+pub async fn run(mut config: RunConfig) -> anyhow::Result<Report> {
     let started = Instant::now();
+    let mut skipped = Vec::new();
+    if config.faults.contains(&FaultKind::DiskFull) && !can_mount_tmpfs() {
+        config.faults.retain(|k| *k != FaultKind::DiskFull);
+        skipped.push("disk-full: cannot mount a tmpfs here (needs root)".to_string());
+    }
     let mut rng = StdRng::seed_from_u64(config.seed);
     let base = free_ports(BROKERS as u16);
     let addrs: BTreeMap<u64, String> = (1..=BROKERS)
@@ -76,6 +86,10 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
             .keys()
             .map(|id| (*id, net.routes_for(*id, &addrs)))
             .collect(),
+        tmpfs_bytes: config
+            .faults
+            .contains(&FaultKind::DiskFull)
+            .then_some(DISK_BYTES),
     };
     let mut cluster = Cluster::start_with(BROKERS as usize, options).await?;
     let client = Client::connect(ClientConfig::new(cluster.addrs())).await?;
@@ -161,6 +175,26 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
     client
         .wait_for_leaders(TOPIC, Duration::from_secs(60))
         .await?;
+    // Full availability: every partition led and every replica in sync again.
+    let final_heal_ms = history.now_ms();
+    let in_sync = wait_until(
+        "every replica in sync",
+        config.recovery_deadline,
+        || async {
+            let status = client.cluster_status().await.ok()?;
+            status.under_replicated.is_empty().then_some(())
+        },
+    )
+    .await;
+    let full_recovery_ms = history.now_ms() - final_heal_ms;
+    if in_sync.is_err() {
+        let status = client.cluster_status().await.ok();
+        failure = failure.or(Some(format!(
+            "replicas still out of sync {:?} after the final heal: {:?}",
+            config.recovery_deadline,
+            status.map(|s| s.under_replicated)
+        )));
+    }
     let mut finals = Vec::new();
     for partition in 0..config.partitions {
         finals.push(read_partition(&client, partition).await?);
@@ -190,7 +224,9 @@ pub async fn run(config: RunConfig) -> anyhow::Result<Report> {
         divergences.len(),
         started.elapsed(),
     );
-    if !findings.violations.is_empty() {
+    report.full_recovery_ms = full_recovery_ms;
+    report.skipped = skipped;
+    if config.keep || !findings.violations.is_empty() {
         let root = cluster.keep_files();
         let path = root.join("history.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&*data)?)?;
@@ -273,4 +309,28 @@ async fn read_partition(client: &Client, partition: u32) -> anyhow::Result<Vec<(
         }
     }
     Ok(records)
+}
+
+/// Whether this process may mount a tmpfs (the disk-full fault needs one per broker).
+fn can_mount_tmpfs() -> bool {
+    let Ok(dir) = tempfile_dir() else {
+        return false;
+    };
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&dir)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if mounted {
+        let _ = std::process::Command::new("umount").arg(&dir).status();
+    }
+    let _ = std::fs::remove_dir(&dir);
+    mounted
+}
+
+fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("strait-chaos-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -152,6 +152,8 @@ pub struct Cluster {
     root: PathBuf,
     seeds: String,
     pub brokers: Vec<BrokerProcess>,
+    /// tmpfs mounts to undo on drop.
+    mounts: Vec<PathBuf>,
     _lock: ClusterLock,
 }
 
@@ -162,6 +164,9 @@ pub struct ClusterOptions {
     pub addrs: Option<Vec<String>>,
     /// More flags for broker `id` (e.g. `--peer-route`).
     pub extra_args: std::collections::BTreeMap<u64, Vec<String>>,
+    /// Give each broker's data directory its own tmpfs of this many bytes, so that one
+    /// broker's disk can be filled (needs root).
+    pub tmpfs_bytes: Option<u64>,
 }
 
 impl Cluster {
@@ -190,8 +195,27 @@ impl Cluster {
             dir: Some(dir),
             seeds,
             brokers: Vec::new(),
+            mounts: Vec::new(),
             _lock: lock,
         };
+        if let Some(bytes) = options.tmpfs_bytes {
+            for id in 1..=addrs.len() as u64 {
+                let data_dir = cluster.root.join(format!("broker-{id}"));
+                std::fs::create_dir_all(&data_dir)?;
+                let status = Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+                    .arg(&data_dir)
+                    .status()
+                    .context("running mount")?;
+                if !status.success() {
+                    bail!(
+                        "cannot mount a tmpfs on {} (root needed)",
+                        data_dir.display()
+                    );
+                }
+                cluster.mounts.push(data_dir);
+            }
+        }
         for (i, addr) in addrs.into_iter().enumerate() {
             let id = i as u64 + 1;
             let extra = options.extra_args.get(&id).cloned().unwrap_or_default();
@@ -244,7 +268,10 @@ impl Cluster {
             .arg("--session-timeout-ms=3000")
             .arg("--retention-check-ms=500")
             .args(&broker.extra_args)
-            .env("STRAIT_LOG", "info,openraft=error")
+            .env(
+                "STRAIT_LOG",
+                std::env::var("STRAIT_TEST_LOG").unwrap_or_else(|_| "info,openraft=error".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -406,6 +433,17 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             eprintln!("{}", self.logs());
+        }
+        for mount in &self.mounts {
+            if self.dir.is_none() {
+                // Kept for inspection: copy the data off the tmpfs first.
+                let _ = Command::new("cp")
+                    .arg("-a")
+                    .arg(mount)
+                    .arg(mount.with_extension("kept"))
+                    .status();
+            }
+            let _ = Command::new("umount").arg("-l").arg(mount).status();
         }
     }
 }

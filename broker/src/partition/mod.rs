@@ -4,6 +4,7 @@
 mod log_store;
 mod recovery;
 mod registry;
+mod repair;
 mod replica;
 pub mod state_machine;
 pub mod types;

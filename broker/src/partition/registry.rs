@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::log_store::PartitionLogStore;
 use super::recovery::{self, Losses};
+use super::repair::RepairRequest;
 use super::replica::{Limits, PartitionReplica, roll_policy};
 use super::state_machine::{InstalledOffset, PartitionStateMachine};
 use crate::controller::state::{ClusterState, PartitionRecord};
@@ -21,7 +22,7 @@ use crate::controller::topic_config::{Flush, TopicConfig};
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::{ClusterImage, MetadataCache};
 use crate::raft::{GroupNetworkFactory, PeerPool, partition_config, transfer_leadership};
-use crate::storage::partition_log::log::{CorruptionHook, PartitionLog, Verify};
+use crate::storage::partition_log::log::{PartitionLog, Verify};
 use crate::storage::partition_log::syncer::SegmentSyncer;
 use crate::storage::{GroupMeta, Store};
 
@@ -30,25 +31,25 @@ use crate::storage::{GroupMeta, Store};
 const FALLBACK_INIT_DELAY: Duration = Duration::from_secs(4);
 
 pub struct PartitionRegistry {
-    broker_id: u64,
+    pub(super) broker_id: u64,
     store: Store,
     /// Each partition's segments live in `partitions_dir/<group id>/`.
     partitions_dir: PathBuf,
     syncer: SegmentSyncer,
     peers: PeerPool,
-    cache: MetadataCache,
+    pub(super) cache: MetadataCache,
     limits: Limits,
-    groups: RwLock<HashMap<u64, Arc<PartitionReplica>>>,
+    pub(super) groups: RwLock<HashMap<u64, Arc<PartitionReplica>>>,
     topic_defaults: TopicConfig,
     /// Whether orphaned data was swept since start-up (once is enough: later deletions
     /// are handled as they happen).
     swept: AtomicBool,
-    /// Groups whose log returned corrupt data, to restart with a full verification.
-    repairs: mpsc::UnboundedSender<u64>,
-    repair_requests: Mutex<Option<mpsc::UnboundedReceiver<u64>>>,
+    /// Groups to restart (see [`super::repair`]).
+    pub(super) repairs: mpsc::UnboundedSender<RepairRequest>,
+    pub(super) repair_requests: Mutex<Option<mpsc::UnboundedReceiver<RepairRequest>>>,
     /// Held while groups start, stop or restart, so a reconcile and a repair never
     /// start the same group twice.
-    lifecycle: tokio::sync::Mutex<()>,
+    pub(super) lifecycle: tokio::sync::Mutex<()>,
 }
 
 impl PartitionRegistry {
@@ -217,60 +218,6 @@ impl PartitionRegistry {
         }
     }
 
-    /// Restarts, with every segment verified, the groups whose log returned corrupt
-    /// data: the damaged segment is cut there, and the replica gets the lost entries back
-    /// from the leader (see [`recovery`]).
-    pub async fn run_repairs(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        let requests = self
-            .repair_requests
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let Some(mut requests) = requests else { return };
-        loop {
-            let group = tokio::select! {
-                group = requests.recv() => match group { Some(group) => group, None => return },
-                _ = shutdown.wait_for(|stop| *stop) => return,
-            };
-            self.repair(group).await;
-        }
-    }
-
-    async fn repair(&self, group: u64) {
-        let _lifecycle = self.lifecycle.lock().await;
-        let replica = self
-            .groups
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&group);
-        let Some(replica) = replica else { return };
-        tracing::warn!(topic = %replica.topic, partition = replica.partition, group, "restarting a replica with corrupt data to verify and repair its log");
-        if let Err(err) = replica.raft().shutdown().await {
-            tracing::warn!(group, %err, "partition group did not stop cleanly");
-        }
-        drop(replica);
-        let image = self.cache.image();
-        let Some((topic, partition, record)) = image.state.partition_by_group(group) else {
-            return;
-        };
-        if !record.replicas.contains(&self.broker_id) {
-            return;
-        }
-        let topic = topic.name.clone();
-        if let Err(err) = self
-            .start(
-                &image.state,
-                topic.clone(),
-                partition,
-                record,
-                Verify::Everything,
-            )
-            .await
-        {
-            tracing::error!(%topic, partition, group, %err, "cannot restart the repaired replica");
-        }
-    }
-
     async fn reconcile(&self, image: &ClusterImage) {
         let _lifecycle = self.lifecycle.lock().await;
         let mut wanted = HashMap::new();
@@ -359,9 +306,14 @@ impl PartitionRegistry {
         Ok(groups)
     }
 
+    /// The directory of `group`'s segments.
+    pub(super) fn group_dir(&self, group: u64) -> PathBuf {
+        self.partitions_dir.join(group.to_string())
+    }
+
     /// Deletes a group's segments and its Raft state.
     async fn delete_group_data(&self, group: u64) -> std::io::Result<()> {
-        let dir = self.partitions_dir.join(group.to_string());
+        let dir = self.group_dir(group);
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -370,7 +322,7 @@ impl PartitionRegistry {
         self.store.delete_group_and_sync(group).await
     }
 
-    async fn start(
+    pub(super) async fn start(
         &self,
         state: &ClusterState,
         topic: String,
@@ -379,7 +331,7 @@ impl PartitionRegistry {
         verify: Verify,
     ) -> Result<(), BrokerError> {
         let group = record.group_id;
-        let dir = self.partitions_dir.join(group.to_string());
+        let dir = self.group_dir(group);
         let config = topic_config(state, &topic, &self.topic_defaults);
         let (mut log, repaired) = PartitionLog::open(&dir, roll_policy(&config), verify)?;
         let mut losses = Losses {
@@ -444,6 +396,7 @@ impl PartitionRegistry {
         .await
         .map_err(|e| BrokerError::Internal(format!("starting group {group}: {e}")))?;
         recovery::hold_elections_until_recovered(&raft, &gate, meta);
+        self.restart_on_fatal_error(group, &raft);
         let members: BTreeMap<u64, BasicNode> = record
             .replicas
             .iter()
@@ -481,18 +434,6 @@ impl PartitionRegistry {
             .unwrap_or_else(|e| e.into_inner())
             .insert(group, Arc::new(replica));
         Ok(())
-    }
-
-    /// Reports corrupt data read from `group`'s log (once) and asks for its repair.
-    fn corruption_hook(&self, group: u64) -> CorruptionHook {
-        let repairs = self.repairs.clone();
-        let reported = AtomicBool::new(false);
-        Arc::new(move |err: &std::io::Error| {
-            if !reported.swap(true, Ordering::Relaxed) {
-                tracing::error!(group, %err, "corrupt data in a partition log; it is never served and will be recovered from the leader");
-                let _ = repairs.send(group);
-            }
-        })
     }
 
     async fn remove(&self, group: u64) {

@@ -6,9 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Instant as _, ServerState};
 
 use super::recovery::RecoveryGate;
 use super::state_machine::Positions;
@@ -37,6 +37,9 @@ const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A follower this many entries behind the leader's log is out of the in-sync set.
 const ISR_MAX_LAG_ENTRIES: u64 = 1000;
+/// A follower whose last acknowledgement (heartbeat or append) is older than this is
+/// out of the in-sync set (heartbeats go every 250 ms).
+const ISR_MAX_SILENCE: Duration = Duration::from_secs(3);
 
 /// Records read from the log, starting at the requested offset.
 #[derive(Debug, Default)]
@@ -409,7 +412,14 @@ impl PartitionReplica {
                 let caught_up = matched
                     .as_ref()
                     .is_some_and(|m| last.saturating_sub(m.index()) <= ISR_MAX_LAG_ENTRIES);
-                if *id != metrics.id && caught_up {
+                // An idle partition does not grow a lag: a follower that stopped
+                // answering (a dead broker, a stopped group, a cut link) is out too.
+                let answering = metrics
+                    .heartbeat
+                    .as_ref()
+                    .and_then(|h| h.get(id).cloned().flatten())
+                    .is_some_and(|acked| acked.elapsed() <= ISR_MAX_SILENCE);
+                if *id != metrics.id && caught_up && answering {
                     isr.push(*id);
                 }
             }

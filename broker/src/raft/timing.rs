@@ -33,8 +33,8 @@ pub fn controller_config() -> Arc<Config> {
 
 /// A partition group: the Raft log *is* the partition's data, so snapshots never purge
 /// it (retention does, through `Retain` entries). A replica `recovering` entries it
-/// lost neither stands for election nor resumes a leadership it held before the restart
-/// (`partition::recovery` lets it back into elections once it holds them again).
+/// lost does not stand for election (`partition::recovery` lets it back in once it
+/// holds them again).
 pub fn partition_config(recovering: bool) -> Arc<Config> {
     validated(Config {
         cluster_name: "strait-partition".into(),
@@ -48,7 +48,10 @@ pub fn partition_config(recovering: bool) -> Arc<Config> {
         // the leader; it stays out of elections until then (`partition::recovery`).
         allow_log_reversion: Some(true),
         enable_elect: !recovering,
-        enable_leader_restore: Some(!recovering),
+        // A restarted leader holds an election instead of resuming: its committed index
+        // is not synced, and a group restarted after a storage error (a full disk) would
+        // otherwise resume, fail again, and keep its followers from electing another.
+        enable_leader_restore: Some(false),
         ..Default::default()
     })
 }

@@ -1,0 +1,169 @@
+//! Restarting a partition replica that can no longer run as it is:
+//!
+//! - a read found **corrupt data** in its log: it restarts with every segment verified,
+//!   so the damage is cut and the lost entries come back from the leader
+//!   ([`super::recovery`] keeps it out of elections meanwhile);
+//! - its Raft group **stopped on a storage error** (a full disk, a failing write): it
+//!   restarts from what is on disk once a probe write to its directory succeeds again
+//!   (checked every second). Until then the replica serves nothing and votes for
+//!   nothing, so it refuses writes rather than lie, and the other replicas carry on.
+//!
+//! Restarts of one group back off (1 s doubling to 30 s) so that a disk that stays full
+//! does not turn into a restart loop.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::error::Fatal;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::registry::PartitionRegistry;
+use super::types::PartitionRaft;
+use crate::storage::partition_log::log::{CorruptionHook, Verify};
+
+/// A group to restart, and how much of its log to verify when it opens.
+pub type RepairRequest = (u64, Verify);
+
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A group that ran this long since its last restart starts over at [`FIRST_BACKOFF`].
+const BACKOFF_RESET: Duration = Duration::from_secs(60);
+/// How often a replica stopped by a storage error checks whether it can write again.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+impl PartitionRegistry {
+    /// Serves repair requests until `shutdown` fires.
+    pub async fn run_repairs(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let requests = self
+            .repair_requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let Some(mut requests) = requests else { return };
+        // group → (last restart, wait before the next one)
+        let mut backoff: HashMap<u64, (Instant, Duration)> = HashMap::new();
+        loop {
+            let (group, verify) = tokio::select! {
+                request = requests.recv() => match request { Some(r) => r, None => return },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            if verify == Verify::ActiveSegment && !self.can_write(group) {
+                self.repair_later(group, verify, PROBE_INTERVAL);
+                continue;
+            }
+            let now = Instant::now();
+            let next = match backoff.get(&group) {
+                Some(&(last, wait)) if now < last + wait => {
+                    self.repair_later(group, verify, last + wait - now);
+                    continue;
+                }
+                Some(&(last, wait)) if now < last + BACKOFF_RESET => (wait * 2).min(MAX_BACKOFF),
+                _ => FIRST_BACKOFF,
+            };
+            backoff.insert(group, (now, next));
+            if !self.repair(group, verify).await {
+                self.repair_later(group, verify, next);
+            }
+        }
+    }
+
+    /// Whether a small synced write in `group`'s directory succeeds (a full or failing
+    /// disk makes it fail).
+    fn can_write(&self, group: u64) -> bool {
+        use std::io::Write;
+        let probe = self.group_dir(group).join(".write-probe");
+        let written = std::fs::File::create(&probe)
+            .and_then(|mut file| {
+                file.write_all(&[0u8; 4096])?;
+                file.sync_all()
+            })
+            .is_ok();
+        let _ = std::fs::remove_file(&probe);
+        if !written {
+            tracing::debug!(group, "the partition's disk still refuses writes");
+        }
+        written
+    }
+
+    fn repair_later(&self, group: u64, verify: Verify, delay: Duration) {
+        let repairs = self.repairs.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = repairs.send((group, verify));
+        });
+    }
+
+    /// Stops `group` if it runs and starts it again; false if it could not start.
+    async fn repair(&self, group: u64, verify: Verify) -> bool {
+        let _lifecycle = self.lifecycle.lock().await;
+        let replica = self
+            .groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&group);
+        if let Some(replica) = replica {
+            tracing::warn!(topic = %replica.topic, partition = replica.partition, group, ?verify, "restarting a partition replica");
+            if let Err(err) = replica.raft().shutdown().await {
+                tracing::debug!(group, %err, "the stopped group reported its error again");
+            }
+        }
+        let image = self.cache.image();
+        let Some((topic, partition, record)) = image.state.partition_by_group(group) else {
+            return true;
+        };
+        if !record.replicas.contains(&self.broker_id) || self.by_group(group).is_some() {
+            return true;
+        }
+        let topic = topic.name.clone();
+        match self
+            .start(&image.state, topic.clone(), partition, record, verify)
+            .await
+        {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(%topic, partition, group, %err, "cannot restart the partition replica; retrying");
+                false
+            }
+        }
+    }
+
+    /// Reports corrupt data read from `group`'s log (once) and asks for its repair.
+    pub(super) fn corruption_hook(&self, group: u64) -> CorruptionHook {
+        let repairs = self.repairs.clone();
+        let reported = AtomicBool::new(false);
+        Arc::new(move |err: &std::io::Error| {
+            if !reported.swap(true, Ordering::Relaxed) {
+                tracing::error!(group, %err, "corrupt data in a partition log; it is never served and will be recovered from the leader");
+                let _ = repairs.send((group, Verify::Everything));
+            }
+        })
+    }
+
+    /// Asks for a restart of `group` if its Raft group stops on an error (a storage
+    /// error such as a full disk) rather than by a shutdown.
+    pub(super) fn restart_on_fatal_error(&self, group: u64, raft: &PartitionRaft) {
+        let repairs = self.repairs.clone();
+        let mut metrics = raft.metrics();
+        tokio::spawn(async move {
+            loop {
+                let failed = match &metrics.borrow_watched().running_state {
+                    Ok(()) => None,
+                    Err(Fatal::Stopped) => return,
+                    Err(err) => Some(err.to_string()),
+                };
+                if let Some(err) = failed {
+                    tracing::error!(group, %err, "partition group stopped on an error; it refuses every request until restarted");
+                    let _ = repairs.send((group, Verify::ActiveSegment));
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
