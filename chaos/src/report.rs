@@ -15,6 +15,8 @@ pub struct Report {
     pub faults_arg: String,
     pub elapsed: Duration,
     pub outcomes: BTreeMap<&'static str, usize>,
+    /// Records the consumers read while the faults went on.
+    pub consumed: usize,
     /// kind → (count, median ms to recover, max ms to recover, never recovered).
     pub faults: BTreeMap<String, (usize, u64, u64, usize)>,
     pub lost: usize,
@@ -81,6 +83,7 @@ impl Report {
                 .join(","),
             elapsed,
             outcomes: checker::outcome_counts(history),
+            consumed: history.consumers.iter().map(|c| c.records.len()).sum(),
             faults,
             lost: findings.lost,
             wrong_offset: findings.wrong_offset,
@@ -111,6 +114,11 @@ impl fmt::Display for Report {
         for (outcome, count) in &self.outcomes {
             writeln!(f, "  {outcome:<10} {count:>8}")?;
         }
+        writeln!(
+            f,
+            "  consumed   {:>8}  (records read by the consumers)",
+            self.consumed
+        )?;
         writeln!(
             f,
             "faults                 count  recover p50  recover max  never"

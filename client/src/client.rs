@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use strait_proto::v1::admin_client::AdminClient;
 use strait_proto::v1::strait_client::StraitClient;
 use strait_proto::v1::{MetadataRequest, MetadataResponse};
@@ -12,6 +14,10 @@ use tonic::transport::{Channel, Endpoint};
 use crate::error::ClientError;
 use crate::types::{BrokerInfo, TopicInfo};
 
+/// Brokers asked at once for metadata; the newest answer wins.
+const METADATA_FANOUT: usize = 3;
+/// How long the other brokers may still answer once one has.
+const METADATA_GRACE: Duration = Duration::from_millis(300);
 /// Largest message the client accepts from a broker.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -150,37 +156,72 @@ impl Client {
             .map_err(|s| ClientError::from_status(addr, &s))
     }
 
-    /// Reloads the metadata from the first broker that answers.
+    /// Reloads the metadata: asks up to [`METADATA_FANOUT`] brokers at once and keeps
+    /// the newest answer, so that a broker cut off from the controller (whose metadata
+    /// stopped moving) cannot keep the client on a stale leader.
     pub async fn refresh_metadata(&self) -> Result<(), ClientError> {
+        let mut candidates = self.candidate_brokers();
         let mut last = None;
-        for addr in self.candidate_brokers() {
-            match self.fetch_metadata(&addr).await {
-                Ok(response) => {
-                    let snapshot = Snapshot {
-                        brokers: response
-                            .brokers
-                            .into_iter()
-                            .map(|b| (b.id, b.into()))
-                            .collect(),
-                        topics: response
-                            .topics
-                            .into_iter()
-                            .map(|t| (t.name.clone(), TopicInfo::from(t)))
-                            .collect(),
-                        controller_id: response.controller_id,
-                        fetched_at: Some(Instant::now()),
-                    };
-                    *self
-                        .inner
-                        .metadata
-                        .write()
-                        .unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
-                    return Ok(());
+        while !candidates.is_empty() {
+            let batch: Vec<String> = candidates
+                .drain(..METADATA_FANOUT.min(candidates.len()))
+                .collect();
+            let mut pending: FuturesUnordered<_> =
+                batch.iter().map(|addr| self.fetch_metadata(addr)).collect();
+            let mut newest: Option<MetadataResponse> = None;
+            // Once one broker answered, the others get a short grace (a paused or
+            // cut-off broker must not hold the refresh up for a whole request timeout).
+            let mut grace: Option<tokio::time::Instant> = None;
+            loop {
+                let next = match grace {
+                    None => pending.next().await,
+                    Some(until) => match tokio::time::timeout_at(until, pending.next()).await {
+                        Ok(next) => next,
+                        Err(_) => break,
+                    },
+                };
+                let Some(answer) = next else { break };
+                match answer {
+                    Ok(response) => {
+                        grace.get_or_insert_with(|| tokio::time::Instant::now() + METADATA_GRACE);
+                        if newest
+                            .as_ref()
+                            .is_none_or(|n| response.metadata_version > n.metadata_version)
+                        {
+                            newest = Some(response);
+                        }
+                    }
+                    Err(err) => last = Some(err),
                 }
-                Err(err) => last = Some(err),
+            }
+            if let Some(response) = newest {
+                self.install_metadata(response);
+                return Ok(());
             }
         }
         Err(last.unwrap_or_else(|| ClientError::Unavailable("no broker to ask".into())))
+    }
+
+    fn install_metadata(&self, response: MetadataResponse) {
+        let snapshot = Snapshot {
+            brokers: response
+                .brokers
+                .into_iter()
+                .map(|b| (b.id, b.into()))
+                .collect(),
+            topics: response
+                .topics
+                .into_iter()
+                .map(|t| (t.name.clone(), TopicInfo::from(t)))
+                .collect(),
+            controller_id: response.controller_id,
+            fetched_at: Some(Instant::now()),
+        };
+        *self
+            .inner
+            .metadata
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
     }
 
     /// The cached metadata, refreshed first if it is older than `metadata_max_age`.

@@ -69,6 +69,25 @@ impl Dev {
     }
 }
 
+impl Drop for Dev {
+    /// A failed test still stops `strait dev` (and so its brokers) the clean way.
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        // SAFETY: kill(2) on our own child's pid with a valid signal.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGINT);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+            let _ = self.lines.recv_timeout(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn strait(brokers: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
     let mut child = Command::new(binary("strait"))
         .args(["--brokers", brokers])
@@ -141,14 +160,22 @@ async fn dev_cluster_stops_cleanly_and_comes_back_with_its_data() -> anyhow::Res
     });
     let expected: Vec<String> = (0..50).map(|i| format!("line-{i}")).collect();
     assert_eq!(values, expected);
-    let check = Command::new(binary("strait"))
-        .args(["--brokers", &brokers, "cluster", "status", "--check"])
-        .output()?;
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    // Every replica reports in sync again once its followers acknowledged the new leaders.
+    wait_until(
+        "cluster status --check to pass",
+        Duration::from_secs(30),
+        || {
+            let brokers = brokers.clone();
+            async move {
+                let check = Command::new(binary("strait"))
+                    .args(["--brokers", &brokers, "cluster", "status", "--check"])
+                    .output()
+                    .ok()?;
+                check.status.success().then_some(())
+            }
+        },
+    )
+    .await?;
     assert!(dev.interrupt()?.success());
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Every broker's side of discovery: heartbeat the controller leader, which registers
 //! this broker, renews its session, records the partitions it leads and sends back newer
-//! metadata (brokers that are not controller voters have no other source of it).
+//! metadata (brokers that are not controller voters have no other source of it). A
+//! heartbeat goes every interval, and at once when a local replica becomes leader.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,9 +35,12 @@ pub async fn run_heartbeats(
     let mut target: Option<String> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let leadership = partitions.leadership_changes();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            // A new leadership is reported at once: clients find the new leader sooner.
+            _ = leadership.notified() => {}
             _ = shutdown.wait_for(|stop| *stop) => return,
         }
         let addr = match target.clone().or_else(|| {

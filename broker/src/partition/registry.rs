@@ -50,6 +50,8 @@ pub struct PartitionRegistry {
     /// Held while groups start, stop or restart, so a reconcile and a repair never
     /// start the same group twice.
     pub(super) lifecycle: tokio::sync::Mutex<()>,
+    /// Signalled when a local replica becomes leader.
+    pub(super) leadership: Arc<tokio::sync::Notify>,
 }
 
 impl PartitionRegistry {
@@ -77,7 +79,13 @@ impl PartitionRegistry {
             repairs,
             repair_requests: Mutex::new(Some(repair_requests)),
             lifecycle: tokio::sync::Mutex::new(()),
+            leadership: Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Notified whenever a local replica becomes leader of its group.
+    pub fn leadership_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.leadership.clone()
     }
 
     pub fn by_group(&self, group: u64) -> Option<Arc<PartitionReplica>> {
@@ -396,7 +404,7 @@ impl PartitionRegistry {
         .await
         .map_err(|e| BrokerError::Internal(format!("starting group {group}: {e}")))?;
         recovery::hold_elections_until_recovered(&raft, &gate, meta);
-        self.restart_on_fatal_error(group, &raft);
+        self.watch_group(group, &raft);
         let members: BTreeMap<u64, BasicNode> = record
             .replicas
             .iter()

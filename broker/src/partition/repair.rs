@@ -143,18 +143,29 @@ impl PartitionRegistry {
         })
     }
 
-    /// Asks for a restart of `group` if its Raft group stops on an error (a storage
-    /// error such as a full disk) rather than by a shutdown.
-    pub(super) fn restart_on_fatal_error(&self, group: u64, raft: &PartitionRaft) {
+    /// Follows `group`'s Raft state: asks for a restart if the group stops on an error
+    /// (a storage error such as a full disk) rather than by a shutdown, and signals
+    /// [`PartitionRegistry::leadership_changes`] when it becomes leader.
+    pub(super) fn watch_group(&self, group: u64, raft: &PartitionRaft) {
         let repairs = self.repairs.clone();
+        let leadership = self.leadership.clone();
         let mut metrics = raft.metrics();
         tokio::spawn(async move {
+            let mut leading = false;
             loop {
-                let failed = match &metrics.borrow_watched().running_state {
-                    Ok(()) => None,
-                    Err(Fatal::Stopped) => return,
-                    Err(err) => Some(err.to_string()),
+                let (failed, leader) = {
+                    let m = metrics.borrow_watched();
+                    let failed = match &m.running_state {
+                        Ok(()) => None,
+                        Err(Fatal::Stopped) => return,
+                        Err(err) => Some(err.to_string()),
+                    };
+                    (failed, m.state == openraft::ServerState::Leader)
                 };
+                if leader && !leading {
+                    leadership.notify_one();
+                }
+                leading = leader;
                 if let Some(err) = failed {
                     tracing::error!(group, %err, "partition group stopped on an error; it refuses every request until restarted");
                     let _ = repairs.send((group, Verify::ActiveSegment));

@@ -40,6 +40,10 @@ const ISR_MAX_LAG_ENTRIES: u64 = 1000;
 /// A follower whose last acknowledgement (heartbeat or append) is older than this is
 /// out of the in-sync set (heartbeats go every 250 ms).
 const ISR_MAX_SILENCE: Duration = Duration::from_secs(3);
+/// A leader whose last acknowledgement by a majority is older than this (the longest
+/// election timeout) refuses writes with NOT_LEADER: the others have likely elected
+/// a new leader.
+const QUORUM_SILENCE: Duration = Duration::from_millis(2400);
 
 /// Records read from the log, starting at the requested offset.
 #[derive(Debug, Default)]
@@ -96,15 +100,24 @@ impl PartitionReplica {
     }
 
     fn ensure_leader(&self) -> Result<(), BrokerError> {
-        let (state, leader) = {
+        let (state, leader, quorum_silent) = {
             let watch = self.raft.metrics();
             let metrics = watch.borrow_watched();
-            (metrics.state, metrics.current_leader)
+            // A single voter is its own majority (openraft reports no acknowledgements).
+            let alone = metrics.membership_config.membership().voter_ids().count() <= 1;
+            let silent = !alone
+                && metrics
+                    .last_quorum_acked
+                    .as_ref()
+                    .is_some_and(|acked| acked.elapsed() > QUORUM_SILENCE);
+            (metrics.state, metrics.current_leader, silent)
         };
-        if state == ServerState::Leader {
-            Ok(())
-        } else {
-            Err(self.not_leader(leader))
+        match state {
+            // A leader no majority has heard from lately is probably cut off, and another
+            // is being elected: say so at once rather than let the write time out.
+            ServerState::Leader if quorum_silent => Err(self.not_leader(None)),
+            ServerState::Leader => Ok(()),
+            _ => Err(self.not_leader(leader)),
         }
     }
 

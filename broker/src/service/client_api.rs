@@ -56,6 +56,7 @@ impl Strait for ClientApi {
             controller_id: self.controller.controller_id(),
             topics,
             cluster_id: String::new(),
+            metadata_version: image.version,
         }))
     }
 
