@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use strait_client::{Client, ClientConfig, OffsetSpec, PartitionConsumer, ProducerRecord};
-use strait_tests::{Cluster, ClusterOptions, free_ports, wait_until};
+use strait_client::{Client, ClientConfig, ProducerRecord};
+use strait_tests::{Cluster, ClusterOptions, free_ports, read_partition, wait_until};
 
 use crate::checker::{self, Findings};
 use crate::faults::{self, FaultKind, Target};
@@ -197,7 +197,13 @@ pub async fn run(mut config: RunConfig) -> anyhow::Result<Report> {
     }
     let mut finals = Vec::new();
     for partition in 0..config.partitions {
-        finals.push(read_partition(&client, partition).await?);
+        let records = read_partition(&client, TOPIC, partition).await?;
+        finals.push(
+            records
+                .into_iter()
+                .map(|r| (r.offset, String::from_utf8_lossy(&r.value).into_owned()))
+                .collect(),
+        );
     }
     // Replicas compared on disk, with every broker stopped cleanly.
     for id in addrs.keys() {
@@ -286,29 +292,6 @@ async fn wait_writable(client: &Client, config: &RunConfig, history: &History) -
     )
     .await;
     result.is_ok()
-}
-
-/// Every record of `partition`, from offset 0 to its end.
-async fn read_partition(client: &Client, partition: u32) -> anyhow::Result<Vec<(u64, String)>> {
-    let (_, high_watermark) = client.list_offsets(TOPIC, partition).await?;
-    let mut consumer = PartitionConsumer::new(
-        client.clone(),
-        TOPIC,
-        partition,
-        OffsetSpec::At(0),
-        Default::default(),
-    )
-    .await?;
-    let mut records = Vec::new();
-    while consumer.position() < high_watermark {
-        for record in consumer.poll().await? {
-            records.push((
-                record.offset,
-                String::from_utf8_lossy(&record.value).into_owned(),
-            ));
-        }
-    }
-    Ok(records)
 }
 
 /// Whether this process may mount a tmpfs (the disk-full fault needs one per broker).

@@ -14,7 +14,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use strait_client::{Client, ClientConfig};
+use strait_client::{Client, ClientConfig, ConsumedRecord, OffsetSpec, PartitionConsumer};
 
 static CLUSTER_LOCK: Mutex<()> = Mutex::new(());
 
@@ -446,4 +446,26 @@ impl Drop for Cluster {
             let _ = Command::new("umount").arg("-l").arg(mount).status();
         }
     }
+}
+
+/// Every record of `topic`/`partition` from offset 0 up to its high watermark.
+pub async fn read_partition(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+) -> anyhow::Result<Vec<ConsumedRecord>> {
+    let (_, high_watermark) = client.list_offsets(topic, partition).await?;
+    let mut consumer = PartitionConsumer::new(
+        client.clone(),
+        topic,
+        partition,
+        OffsetSpec::At(0),
+        Default::default(),
+    )
+    .await?;
+    let mut records = Vec::new();
+    while consumer.position() < high_watermark {
+        records.extend(consumer.poll().await?);
+    }
+    Ok(records)
 }

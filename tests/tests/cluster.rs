@@ -9,30 +9,8 @@ use std::time::Duration;
 use strait_client::{
     Client, ConsumedRecord, ConsumerConfig, OffsetSpec, PartitionConsumer, ProducerRecord,
 };
-use strait_tests::{Cluster, binary, wait_until};
+use strait_tests::{Cluster, binary, read_partition, wait_until};
 use tokio::sync::Mutex;
-
-/// Every record of `topic`/`partition` from offset 0 up to its high watermark.
-async fn read_partition(
-    client: &Client,
-    topic: &str,
-    partition: u32,
-) -> anyhow::Result<Vec<ConsumedRecord>> {
-    let (_, high_watermark) = client.list_offsets(topic, partition).await?;
-    let mut consumer = PartitionConsumer::new(
-        client.clone(),
-        topic,
-        partition,
-        OffsetSpec::At(0),
-        Default::default(),
-    )
-    .await?;
-    let mut records = Vec::new();
-    while consumer.position() < high_watermark {
-        records.extend(consumer.poll().await?);
-    }
-    Ok(records)
-}
 
 /// `(partition, offset) -> value` for every record of the topic.
 async fn read_topic(

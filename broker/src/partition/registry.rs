@@ -444,16 +444,21 @@ impl PartitionRegistry {
         Ok(())
     }
 
-    async fn remove(&self, group: u64) {
+    /// Takes `group` out of the running replicas and stops its Raft group.
+    pub(super) async fn take_and_stop(&self, group: u64) -> Option<Arc<PartitionReplica>> {
         let replica = self
             .groups
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&group);
-        if let Some(replica) = replica {
-            if let Err(err) = replica.raft().shutdown().await {
-                tracing::warn!(group, %err, "partition group did not stop cleanly");
-            }
+            .remove(&group)?;
+        if let Err(err) = replica.raft().shutdown().await {
+            tracing::warn!(group, %err, "partition group did not stop cleanly");
+        }
+        Some(replica)
+    }
+
+    async fn remove(&self, group: u64) {
+        if let Some(replica) = self.take_and_stop(group).await {
             if let Err(err) = self.delete_group_data(group).await {
                 tracing::error!(group, %err, "cannot delete the data of a deleted partition");
             }

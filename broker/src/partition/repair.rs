@@ -100,16 +100,8 @@ impl PartitionRegistry {
     /// Stops `group` if it runs and starts it again; false if it could not start.
     async fn repair(&self, group: u64, verify: Verify) -> bool {
         let _lifecycle = self.lifecycle.lock().await;
-        let replica = self
-            .groups
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&group);
-        if let Some(replica) = replica {
-            tracing::warn!(topic = %replica.topic, partition = replica.partition, group, ?verify, "restarting a partition replica");
-            if let Err(err) = replica.raft().shutdown().await {
-                tracing::debug!(group, %err, "the stopped group reported its error again");
-            }
+        if let Some(replica) = self.take_and_stop(group).await {
+            tracing::warn!(topic = %replica.topic, partition = replica.partition, group, ?verify, "restarted a partition replica");
         }
         let image = self.cache.image();
         let Some((topic, partition, record)) = image.state.partition_by_group(group) else {
