@@ -95,27 +95,28 @@ async fn serve(inbound: TcpStream, target: String, mut state: watch::Receiver<Li
     };
     let _ = inbound.set_nodelay(true);
     let _ = outbound.set_nodelay(true);
-    let life = match *state.borrow() {
-        LinkState::Flaky { max_life_ms } => Some(Duration::from_millis(
-            rand::thread_rng().gen_range(0..=max_life_ms),
-        )),
-        _ => None,
-    };
     let (in_read, in_write) = inbound.into_split();
     let (out_read, out_write) = outbound.into_split();
     let forward = pump(in_read, out_write, state.clone());
     let backward = pump(out_read, in_write, state.clone());
+    // Ends when the link goes down, or, while it is flaky, after a random lifetime.
     let cut = async {
-        let down = state.wait_for(|s| *s == LinkState::Down);
-        match life {
-            Some(life) => {
-                tokio::select! {
-                    _ = down => {}
-                    _ = tokio::time::sleep(life) => {}
+        loop {
+            let current = *state.borrow_and_update();
+            match current {
+                LinkState::Down => return,
+                LinkState::Flaky { max_life_ms } => {
+                    let life = rand::thread_rng().gen_range(0..=max_life_ms);
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(life)) => return,
+                        changed = state.changed() => if changed.is_err() { return },
+                    }
                 }
-            }
-            None => {
-                let _ = down.await;
+                LinkState::Up | LinkState::Slow { .. } => {
+                    if state.changed().await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     };

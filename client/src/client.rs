@@ -46,12 +46,14 @@ impl ClientConfig {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Snapshot {
     pub(crate) brokers: HashMap<u64, BrokerInfo>,
     pub(crate) topics: HashMap<String, TopicInfo>,
     pub(crate) controller_id: Option<u64>,
     fetched_at: Option<Instant>,
+    /// The brokers' metadata version: a refresh never installs an older one.
+    version: u64,
 }
 
 struct Inner {
@@ -202,7 +204,20 @@ impl Client {
         Err(last.unwrap_or_else(|| ClientError::Unavailable("no broker to ask".into())))
     }
 
+    /// Installs `response` unless the cache holds newer metadata (then only marks the
+    /// cache fresh).
     fn install_metadata(&self, response: MetadataResponse) {
+        let mut current = self
+            .inner
+            .metadata
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        if current.fetched_at.is_some() && response.metadata_version < current.version {
+            let mut kept = (**current).clone();
+            kept.fetched_at = Some(Instant::now());
+            *current = Arc::new(kept);
+            return;
+        }
         let snapshot = Snapshot {
             brokers: response
                 .brokers
@@ -216,12 +231,9 @@ impl Client {
                 .collect(),
             controller_id: response.controller_id,
             fetched_at: Some(Instant::now()),
+            version: response.metadata_version,
         };
-        *self
-            .inner
-            .metadata
-            .write()
-            .unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+        *current = Arc::new(snapshot);
     }
 
     /// The cached metadata, refreshed first if it is older than `metadata_max_age`.

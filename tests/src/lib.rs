@@ -225,11 +225,6 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// The directory holding every broker's data and log.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Keeps the data and logs on disk after the cluster is dropped (to inspect a
     /// failure); returns where they are.
     pub fn keep_files(&mut self) -> PathBuf {
@@ -355,11 +350,6 @@ impl Cluster {
                 return;
             }
         }
-    }
-
-    /// Whether broker `id` has a running process (not killed, not terminated).
-    pub fn is_up(&mut self, id: u64) -> bool {
-        self.broker(id).is_running()
     }
 
     /// Starts a killed broker again on the same address and data directory.

@@ -3,7 +3,9 @@
 //! offsets. Vote, committed and purged markers stay in RocksDB ([`GroupMeta`]).
 //!
 //! Appends are written unsynced (readable at once) and reported durable to openraft by
-//! the shared [`SegmentSyncer`] after an fdatasync of the segment file.
+//! the shared [`SegmentSyncer`] after an fdatasync of the segment file; with the topic
+//! config `flush=async`, at once, with the fdatasync following in the background (a
+//! failed one stops the group).
 
 use std::fmt::Debug;
 use std::io;
@@ -37,6 +39,9 @@ pub struct PartitionLogStore {
     /// The topic's `flush=async`: appends count as durable once written, and the
     /// fdatasync follows in the background.
     flush_async: Arc<AtomicBool>,
+    /// Set when a background fdatasync (`flush=async`) failed: the group must stop, as
+    /// acknowledged data may be lost.
+    sync_failed: Arc<AtomicBool>,
 }
 
 impl PartitionLogStore {
@@ -58,38 +63,43 @@ impl PartitionLogStore {
             syncer,
             installed,
             flush_async,
+            sync_failed: Arc::default(),
         })
     }
 
-    /// When the log lost entries that the stored committed id covers (a corrupt segment
-    /// was cut), lowers that id to the log's last entry, since openraft re-applies
-    /// committed entries at start-up and would fail on missing ones. Returns the index
-    /// that was committed before, if it was lowered.
-    pub fn forget_lost_commits(&self) -> io::Result<Option<u64>> {
+    /// The stored committed index, when the log no longer reaches it (a cut removed
+    /// committed entries).
+    pub fn lost_commit(&self) -> io::Result<Option<u64>> {
         let Some(committed) = self.meta.committed::<LogIdOf<C>>()? else {
             return Ok(None);
         };
         let last = self.last_log_id()?;
-        if last
-            .as_ref()
-            .is_some_and(|l| l.index() >= committed.index())
-        {
-            return Ok(None);
+        Ok((last.is_none_or(|l| l.index() < committed.index())).then(|| committed.index()))
+    }
+
+    /// Lowers the stored committed id to the log's last entry when the log no longer
+    /// reaches it: openraft re-applies committed entries at start-up and would fail on
+    /// missing ones. Record the loss first ([`PartitionLogStore::lost_commit`]).
+    pub fn forget_lost_commits(&self) -> io::Result<()> {
+        if self.lost_commit()?.is_some() {
+            self.meta.save_committed(&self.last_log_id()?)?;
         }
-        self.meta.save_committed(&last)?;
-        Ok(Some(committed.index()))
+        Ok(())
     }
 
     /// The last entry's id: the log's last, or the purge point when nothing is left.
     fn last_log_id(&self) -> io::Result<Option<LogIdOf<C>>> {
-        let last_purged_log_id: Option<LogIdOf<C>> = self.meta.last_purged()?;
+        Ok(self.last_log_id_after(self.meta.last_purged()?))
+    }
+
+    fn last_log_id_after(&self, last_purged_log_id: Option<LogIdOf<C>>) -> Option<LogIdOf<C>> {
         let purged_index = last_purged_log_id.map(|id| id.index());
         let last = self
             .read()
             .last()
             .copied()
             .filter(|h| purged_index.is_none_or(|p| h.index > p));
-        Ok(match last {
+        match last {
             Some(h) => Some(LogId::new(
                 LeaderId {
                     term: h.term,
@@ -98,7 +108,7 @@ impl PartitionLogStore {
                 h.index,
             )),
             None => last_purged_log_id,
-        })
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, PartitionLog> {
@@ -204,9 +214,10 @@ impl RaftLogStorage<C> for PartitionLogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<C>, io::Error> {
+        let last_purged_log_id = self.meta.last_purged()?;
         Ok(LogState {
-            last_purged_log_id: self.meta.last_purged()?,
-            last_log_id: self.last_log_id()?,
+            last_purged_log_id,
+            last_log_id: self.last_log_id_after(last_purged_log_id),
         })
     }
 
@@ -231,6 +242,11 @@ impl RaftLogStorage<C> for PartitionLogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        if self.sync_failed.load(Ordering::Relaxed) {
+            return Err(io::Error::other(
+                "a background fdatasync failed (flush=async); the replica must restart",
+            ));
+        }
         let now = now_ms();
         let handle = {
             let mut log = self.write();
@@ -256,7 +272,12 @@ impl RaftLogStorage<C> for PartitionLogStore {
         };
         match handle {
             Some(file) if self.flush_async.load(Ordering::Relaxed) => {
-                self.syncer.after_sync(file, |_| {});
+                let failed = self.sync_failed.clone();
+                self.syncer.after_sync(file, move |res| {
+                    if res.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                });
                 callback.io_completed(Ok(()));
             }
             Some(file) => self

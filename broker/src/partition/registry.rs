@@ -1,6 +1,7 @@
 //! The partition replicas this broker hosts. A reconciler follows the metadata image:
 //! it starts a Raft group for every partition that lists this broker as a replica and
-//! stops (and deletes) the groups of deleted topics.
+//! stops (and deletes) the groups of deleted topics. Restarts of damaged or stopped
+//! replicas are in [`super::repair`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -13,7 +14,7 @@ use openraft::{BasicNode, Raft};
 use tokio::sync::{mpsc, watch};
 
 use super::log_store::PartitionLogStore;
-use super::recovery::{self, Losses};
+use super::recovery;
 use super::repair::RepairRequest;
 use super::replica::{Limits, PartitionReplica, roll_policy};
 use super::state_machine::{InstalledOffset, PartitionStateMachine};
@@ -52,6 +53,8 @@ pub struct PartitionRegistry {
     pub(super) lifecycle: tokio::sync::Mutex<()>,
     /// Signalled when a local replica becomes leader.
     pub(super) leadership: Arc<tokio::sync::Notify>,
+    /// Numbers each start of a replica (see [`RepairRequest`]).
+    generations: std::sync::atomic::AtomicU64,
 }
 
 impl PartitionRegistry {
@@ -80,6 +83,7 @@ impl PartitionRegistry {
             repair_requests: Mutex::new(Some(repair_requests)),
             lifecycle: tokio::sync::Mutex::new(()),
             leadership: Arc::new(tokio::sync::Notify::new()),
+            generations: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -341,16 +345,23 @@ impl PartitionRegistry {
         let group = record.group_id;
         let dir = self.group_dir(group);
         let config = topic_config(state, &topic, &self.topic_defaults);
-        let (mut log, repaired) = PartitionLog::open(&dir, roll_policy(&config), verify)?;
-        let mut losses = Losses {
-            voters: record.replicas.len(),
-            ..Losses::default()
+        let meta = GroupMeta::new(self.store.clone(), group);
+        let voters = record.replicas.len();
+        let flush = config.flush;
+        // Opening may scan every segment: off the async workers.
+        let (mut log, repaired) = {
+            let (dir, policy, meta) = (dir.clone(), roll_policy(&config), meta.clone());
+            tokio::task::spawn_blocking(move || {
+                PartitionLog::open_with(&dir, policy, verify, |cut| {
+                    recovery::record_loss(&meta, cut, verify, flush, voters)
+                })
+            })
+            .await
+            .map_err(|e| {
+                BrokerError::Internal(format!("opening the log of group {group}: {e}"))
+            })??
         };
         if let Some(r) = repaired {
-            // A sealed segment was synced when it rolled: what it lost was acknowledged.
-            if r.sealed {
-                losses.lost_through = r.lost_through.or(log.last().map(|h| h.index + 1));
-            }
             tracing::warn!(
                 %topic, partition, group,
                 segment = %r.segment.display(),
@@ -358,15 +369,16 @@ impl PartitionRegistry {
                 valid_bytes = r.recovery.valid_bytes,
                 dropped_bytes = r.recovery.dropped_bytes,
                 dropped_segments = r.dropped_segments.len(),
+                lost_through = ?r.lost_through,
                 reason = %r.recovery.reason,
                 "cut a torn or corrupt log; the leader will send what was lost"
             );
         }
-        log.set_corruption_hook(self.corruption_hook(group));
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        log.set_corruption_hook(self.corruption_hook(group, generation));
         let log = Arc::new(RwLock::new(log));
         let installed = InstalledOffset::default();
-        let meta = GroupMeta::new(self.store.clone(), group);
-        let flush_async = Arc::new(AtomicBool::new(config.flush == Flush::Async));
+        let flush_async = Arc::new(AtomicBool::new(flush == Flush::Async));
         let log_store = PartitionLogStore::new(
             log.clone(),
             meta.clone(),
@@ -374,23 +386,26 @@ impl PartitionRegistry {
             installed.clone(),
             flush_async.clone(),
         )?;
-        let lost_commit = log_store.forget_lost_commits()?;
-        match config.flush {
-            Flush::Sync => losses.lost_through = losses.lost_through.max(lost_commit),
-            // Acknowledged before fsync, by the topic's choice: a machine crash may
-            // lose the tail everywhere, so waiting for it could wait forever.
-            Flush::Async => {
-                if let Some(index) = lost_commit {
-                    tracing::warn!(%topic, partition, group, index, "entries acknowledged with flush=async were lost in a crash");
+        // The log ends below the stored committed index: record the loss before
+        // lowering that index, so that no crash can forget both.
+        if let Some(index) = log_store.lost_commit()? {
+            match flush {
+                Flush::Sync if voters > 1 => meta.raise_recover_until_blocking(index)?,
+                Flush::Sync => {}
+                // Acknowledged before fsync, by the topic's choice: a machine crash may
+                // lose the tail everywhere, so waiting for it could wait forever.
+                Flush::Async => {
+                    tracing::warn!(%topic, partition, group, index, "entries acknowledged with flush=async were lost in a crash")
                 }
             }
+            log_store.forget_lost_commits()?;
         }
-        losses.log_last_index = log
+        let log_last_index = log
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .last()
             .map(|h| h.index);
-        let gate = recovery::assess(&meta, losses).await?;
+        let gate = recovery::assess(&meta, log_last_index, voters).await?;
         let (sm, positions) =
             PartitionStateMachine::open(self.store.clone(), group, installed, log.clone())?;
         let network = GroupNetworkFactory::new(group, self.peers.clone());
@@ -403,8 +418,8 @@ impl PartitionRegistry {
         )
         .await
         .map_err(|e| BrokerError::Internal(format!("starting group {group}: {e}")))?;
-        recovery::hold_elections_until_recovered(&raft, &gate, meta);
-        self.watch_group(group, &raft);
+        let recovery_task = recovery::hold_elections_until_recovered(&raft, &gate, meta);
+        self.watch_group(group, generation, &raft);
         let members: BTreeMap<u64, BasicNode> = record
             .replicas
             .iter()
@@ -435,7 +450,9 @@ impl PartitionRegistry {
             cache: self.cache.clone(),
             limits: self.limits,
             recovery: gate,
+            recovery_task: std::sync::Mutex::new(recovery_task),
             flush_async,
+            generation,
         };
         self.groups
             .write()
@@ -453,6 +470,17 @@ impl PartitionRegistry {
             .remove(&group)?;
         if let Err(err) = replica.raft().shutdown().await {
             tracing::warn!(group, %err, "partition group did not stop cleanly");
+        }
+        // Its recovery task must be gone before a next start may set a marker it would
+        // clear.
+        let task = replica
+            .recovery_task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            task.abort();
+            let _ = task.await;
         }
         Some(replica)
     }

@@ -25,8 +25,32 @@ use super::registry::PartitionRegistry;
 use super::types::PartitionRaft;
 use crate::storage::partition_log::log::{CorruptionHook, Verify};
 
-/// A group to restart, and how much of its log to verify when it opens.
-pub type RepairRequest = (u64, Verify);
+/// Why a replica must restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// A read found corrupt data: verify every segment.
+    Corrupt,
+    /// The Raft group stopped on an error: restart once the disk takes writes.
+    Stopped,
+}
+
+impl Reason {
+    fn verify(self) -> Verify {
+        match self {
+            Reason::Corrupt => Verify::Everything,
+            Reason::Stopped => Verify::ActiveSegment,
+        }
+    }
+}
+
+/// A replica to restart: its group, the start (generation) that asked, and why. A
+/// request from an earlier start of a group that has restarted since is dropped.
+#[derive(Debug, Clone, Copy)]
+pub struct RepairRequest {
+    pub group: u64,
+    pub generation: u64,
+    pub reason: Reason,
+}
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -47,61 +71,74 @@ impl PartitionRegistry {
         // group → (last restart, wait before the next one)
         let mut backoff: HashMap<u64, (Instant, Duration)> = HashMap::new();
         loop {
-            let (group, verify) = tokio::select! {
+            let request = tokio::select! {
                 request = requests.recv() => match request { Some(r) => r, None => return },
                 _ = shutdown.wait_for(|stop| *stop) => return,
             };
-            if verify == Verify::ActiveSegment && !self.can_write(group) {
-                self.repair_later(group, verify, PROBE_INTERVAL);
+            let group = request.group;
+            if self
+                .by_group(group)
+                .is_some_and(|r| r.generation != request.generation)
+            {
+                continue; // that start is gone; the running one is not the one that failed
+            }
+            if request.reason == Reason::Stopped && !self.can_write(group).await {
+                self.repair_later(request, PROBE_INTERVAL);
                 continue;
             }
             let now = Instant::now();
             let next = match backoff.get(&group) {
                 Some(&(last, wait)) if now < last + wait => {
-                    self.repair_later(group, verify, last + wait - now);
+                    self.repair_later(request, last + wait - now);
                     continue;
                 }
                 Some(&(last, wait)) if now < last + BACKOFF_RESET => (wait * 2).min(MAX_BACKOFF),
                 _ => FIRST_BACKOFF,
             };
             backoff.insert(group, (now, next));
-            if !self.repair(group, verify).await {
-                self.repair_later(group, verify, next);
+            if !self.repair(request).await {
+                self.repair_later(request, next);
             }
         }
     }
 
     /// Whether a small synced write in `group`'s directory succeeds (a full or failing
     /// disk makes it fail).
-    fn can_write(&self, group: u64) -> bool {
-        use std::io::Write;
+    async fn can_write(&self, group: u64) -> bool {
         let probe = self.group_dir(group).join(".write-probe");
-        let written = std::fs::File::create(&probe)
-            .and_then(|mut file| {
-                file.write_all(&[0u8; 4096])?;
-                file.sync_all()
-            })
-            .is_ok();
-        let _ = std::fs::remove_file(&probe);
+        let written = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let written = std::fs::File::create(&probe)
+                .and_then(|mut file| {
+                    file.write_all(&[0u8; 4096])?;
+                    file.sync_all()
+                })
+                .is_ok();
+            let _ = std::fs::remove_file(&probe);
+            written
+        })
+        .await
+        .unwrap_or(false);
         if !written {
             tracing::debug!(group, "the partition's disk still refuses writes");
         }
         written
     }
 
-    fn repair_later(&self, group: u64, verify: Verify, delay: Duration) {
+    fn repair_later(&self, request: RepairRequest, delay: Duration) {
         let repairs = self.repairs.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = repairs.send((group, verify));
+            let _ = repairs.send(request);
         });
     }
 
-    /// Stops `group` if it runs and starts it again; false if it could not start.
-    async fn repair(&self, group: u64, verify: Verify) -> bool {
+    /// Stops the group if it runs and starts it again; false if it could not start.
+    async fn repair(&self, request: RepairRequest) -> bool {
+        let (group, verify) = (request.group, request.reason.verify());
         let _lifecycle = self.lifecycle.lock().await;
         if let Some(replica) = self.take_and_stop(group).await {
-            tracing::warn!(topic = %replica.topic, partition = replica.partition, group, ?verify, "restarted a partition replica");
+            tracing::warn!(topic = %replica.topic, partition = replica.partition, group, reason = ?request.reason, "restarting a partition replica");
         }
         let image = self.cache.image();
         let Some((topic, partition, record)) = image.state.partition_by_group(group) else {
@@ -124,13 +161,17 @@ impl PartitionRegistry {
     }
 
     /// Reports corrupt data read from `group`'s log (once) and asks for its repair.
-    pub(super) fn corruption_hook(&self, group: u64) -> CorruptionHook {
+    pub(super) fn corruption_hook(&self, group: u64, generation: u64) -> CorruptionHook {
         let repairs = self.repairs.clone();
         let reported = AtomicBool::new(false);
         Arc::new(move |err: &std::io::Error| {
             if !reported.swap(true, Ordering::Relaxed) {
                 tracing::error!(group, %err, "corrupt data in a partition log; it is never served and will be recovered from the leader");
-                let _ = repairs.send((group, Verify::Everything));
+                let _ = repairs.send(RepairRequest {
+                    group,
+                    generation,
+                    reason: Reason::Corrupt,
+                });
             }
         })
     }
@@ -138,7 +179,7 @@ impl PartitionRegistry {
     /// Follows `group`'s Raft state: asks for a restart if the group stops on an error
     /// (a storage error such as a full disk) rather than by a shutdown, and signals
     /// [`PartitionRegistry::leadership_changes`] when it becomes leader.
-    pub(super) fn watch_group(&self, group: u64, raft: &PartitionRaft) {
+    pub(super) fn watch_group(&self, group: u64, generation: u64, raft: &PartitionRaft) {
         let repairs = self.repairs.clone();
         let leadership = self.leadership.clone();
         let mut metrics = raft.metrics();
@@ -160,7 +201,11 @@ impl PartitionRegistry {
                 leading = leader;
                 if let Some(err) = failed {
                     tracing::error!(group, %err, "partition group stopped on an error; it refuses every request until restarted");
-                    let _ = repairs.send((group, Verify::ActiveSegment));
+                    let _ = repairs.send(RepairRequest {
+                        group,
+                        generation,
+                        reason: Reason::Stopped,
+                    });
                     return;
                 }
                 if metrics.changed().await.is_err() {

@@ -1,6 +1,6 @@
 //! One local replica of a partition: its Raft group, produce (leader only, answered
-//! after a majority has the batch on disk and it is applied) and fetch (committed
-//! records only, with long-polling).
+//! after a majority has the batch on disk, or written with `flush=async`, and it is
+//! applied) and fetch (committed records only, with long-polling).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -63,6 +63,10 @@ pub struct PartitionReplica {
     pub(super) cache: MetadataCache,
     pub(super) limits: Limits,
     pub(super) recovery: RecoveryGate,
+    /// Reopens elections once the replica recovered (see `partition::recovery`).
+    pub(super) recovery_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Which start of this group this replica is (repair requests name it).
+    pub(super) generation: u64,
     /// Shared with the log store: whether appends are acknowledged before fdatasync.
     pub(super) flush_async: Arc<AtomicBool>,
 }

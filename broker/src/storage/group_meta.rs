@@ -80,17 +80,37 @@ impl GroupMeta {
 
     /// Synced: a replica that forgot it lost data could help elect a leader without it.
     pub async fn save_recover_until_and_sync(&self, index: Option<u64>) -> io::Result<()> {
-        let key = meta_key(self.group, TAG_RECOVER_UNTIL);
-        let cf = self.store.cf(CF_META);
         match index {
             Some(index) => self.put(TAG_RECOVER_UNTIL, &index)?,
-            None => self
-                .store
-                .db()
-                .delete_cf(cf, key)
-                .map_err(io::Error::other)?,
+            None => self.delete(TAG_RECOVER_UNTIL)?,
         }
         self.store.flusher().sync().await
+    }
+
+    /// [`GroupMeta::save_recover_until_and_sync`] for blocking code (opening a log): a
+    /// synced write of its own. Never lowers a stored value.
+    pub fn raise_recover_until_blocking(&self, index: u64) -> io::Result<()> {
+        if self.recover_until()?.is_some_and(|stored| stored >= index) {
+            return Ok(());
+        }
+        let mut options = rocksdb::WriteOptions::default();
+        options.set_sync(true);
+        self.store
+            .db()
+            .put_cf_opt(
+                self.store.cf(CF_META),
+                meta_key(self.group, TAG_RECOVER_UNTIL),
+                encode(&index)?,
+                &options,
+            )
+            .map_err(io::Error::other)
+    }
+
+    fn delete(&self, tag: u8) -> io::Result<()> {
+        self.store
+            .db()
+            .delete_cf(self.store.cf(CF_META), meta_key(self.group, tag))
+            .map_err(io::Error::other)
     }
 
     /// Synced, because entries at or below it may be deleted right after.

@@ -158,6 +158,20 @@ pub fn read_valid(log_path: &Path, segment_size: u64) -> io::Result<Option<Segme
     Ok(decode(&bytes).filter(|s| s.segment_size == segment_size && consistent(s)))
 }
 
+/// The summary stored for `log_path` if its index file is intact, whatever length it
+/// describes (what a damaged segment held before the damage).
+pub fn read_any(log_path: &Path) -> Option<SegmentSummary> {
+    let file = File::open(index_path(log_path)).ok()?;
+    if file.metadata().ok()?.len() > MAX_INDEX_FILE_BYTES {
+        return None;
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_INDEX_FILE_BYTES)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    decode(&bytes).filter(consistent)
+}
+
 /// Internal sanity of a decoded summary: points ordered and inside the segment, entries
 /// present exactly when the segment has bytes.
 fn consistent(s: &SegmentSummary) -> bool {

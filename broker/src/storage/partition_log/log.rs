@@ -52,10 +52,15 @@ pub struct LogRecovery {
     pub recovery: Recovery,
     /// Later segments dropped because they no longer follow the repaired one.
     pub dropped_segments: Vec<PathBuf>,
+    /// The Raft index of the last entry the log keeps.
+    pub kept_through: Option<u64>,
     /// Whether the damage was in a sealed segment: those were synced when they rolled,
     /// so what was cut had been durable (and acknowledged), not a torn write.
     pub sealed: bool,
-    /// The largest Raft index the dropped data reached, as far as it could be read.
+    /// The largest Raft index the dropped data reached, as far as it could be read
+    /// (past the damage, or in the dropped segments). Known only when valid data
+    /// followed the damage: then it was corruption in the middle of the log, not a
+    /// torn write at its end.
     pub lost_through: Option<u64>,
 }
 
@@ -102,6 +107,17 @@ impl PartitionLog {
         policy: RollPolicy,
         verify: Verify,
     ) -> io::Result<(PartitionLog, Option<LogRecovery>)> {
+        PartitionLog::open_with(dir, policy, verify, |_| Ok(()))
+    }
+
+    /// Like [`PartitionLog::open`]; `before_cut` sees what must be cut before any file
+    /// changes, so that the caller can durably record a loss first (and refuse it).
+    pub fn open_with(
+        dir: &Path,
+        policy: RollPolicy,
+        verify: Verify,
+        before_cut: impl FnOnce(&LogRecovery) -> io::Result<()>,
+    ) -> io::Result<(PartitionLog, Option<LogRecovery>)> {
         std::fs::create_dir_all(dir)?;
         let mut paths: Vec<(u64, PathBuf)> = Vec::new();
         let mut index_files = Vec::new();
@@ -122,6 +138,8 @@ impl PartitionLog {
         let last_base = paths.last().map(|(base, _)| *base);
         let mut segments: Vec<Segment> = Vec::new();
         let mut repaired: Option<LogRecovery> = None;
+        // A scanned segment that does not continue the log: dropped whole.
+        let mut misfit: Option<Segment> = None;
         let mut paths = paths.into_iter();
         for (base, path) in paths.by_ref() {
             let sealed = Some(base) != last_base;
@@ -134,7 +152,7 @@ impl PartitionLog {
                 segments.push(segment);
                 continue;
             }
-            let (segment, recovery) = Segment::open(&path, base)?;
+            let (segment, recovery) = Segment::open_uncut(&path, base)?;
             if !segments_follow(segments.last(), &segment) {
                 repaired = Some(LogRecovery {
                     segment: path.clone(),
@@ -144,42 +162,63 @@ impl PartitionLog {
                         reason: super::format::FrameError::Corrupt(
                             "segment does not follow its predecessor",
                         ),
+                        index_beyond: segment.last().map(|h| h.index),
                     },
                     dropped_segments: vec![path.clone()],
+                    kept_through: None,
                     sealed,
                     lost_through: segment.last().map(|h| h.index),
                 });
-                remove_segment(segment)?;
+                misfit = Some(segment);
                 break;
             }
-            match recovery {
-                Some(recovery) => {
-                    repaired = Some(LogRecovery {
-                        segment: path.clone(),
-                        recovery,
-                        dropped_segments: Vec::new(),
-                        sealed,
-                        lost_through: None,
-                    });
-                    segments.push(segment);
-                    break;
-                }
+            if let Some(recovery) = recovery {
+                repaired = Some(LogRecovery {
+                    segment: path.clone(),
+                    lost_through: recovery.index_beyond,
+                    recovery,
+                    dropped_segments: Vec::new(),
+                    kept_through: None,
+                    sealed,
+                });
+                segments.push(segment);
+                break;
+            }
+            if sealed && index_file::read_valid(&path, segment.size())?.is_none() {
+                segment.write_index()?;
+            }
+            segments.push(segment);
+        }
+        // Whatever follows a repaired segment is no longer contiguous with it; the last of
+        // them tells how far the lost data reached.
+        let later: Vec<PathBuf> = paths.map(|(_, path)| path).collect();
+        if let (Some(r), Some(last)) = (repaired.as_mut(), later.last()) {
+            let reached = match index_file::read_any(last) {
+                Some(summary) => summary.last.map(|h| h.index),
+                None => Segment::last_valid_index(last).unwrap_or(None),
+            };
+            r.lost_through = r.lost_through.max(reached);
+            r.dropped_segments.extend(later.iter().cloned());
+        }
+        // Nothing was changed on disk so far: the caller records the loss first.
+        if let Some(r) = repaired.as_mut() {
+            r.kept_through = segments
+                .iter()
+                .rev()
+                .find_map(|s| s.last().map(|h| h.index));
+        }
+        if let Some(r) = &repaired {
+            before_cut(r)?;
+            match misfit {
+                Some(segment) => remove_segment(segment)?,
                 None => {
-                    if sealed {
-                        segment.write_index()?;
+                    if let Some(damaged) = segments.last() {
+                        damaged.cut()?;
                     }
-                    segments.push(segment);
                 }
             }
-        }
-        // Whatever follows a repaired segment is no longer contiguous with it.
-        for (_, path) in paths {
-            let last = Segment::last_valid_index(&path).unwrap_or(None);
-            index_file::remove(&path)?;
-            std::fs::remove_file(&path)?;
-            if let Some(r) = repaired.as_mut() {
-                r.dropped_segments.push(path);
-                r.lost_through = r.lost_through.max(last);
+            for path in &later {
+                remove_segment_files(path)?;
             }
         }
         // An empty segment in the middle would only come from a crash during a roll.
@@ -538,7 +577,12 @@ impl Budgeted {
 fn remove_segment(segment: Segment) -> io::Result<()> {
     let path = segment.path().to_path_buf();
     drop(segment);
-    index_file::remove(&path)?;
+    remove_segment_files(&path)
+}
+
+/// Deletes a segment file and its index file (the caller syncs the directory).
+fn remove_segment_files(path: &Path) -> io::Result<()> {
+    index_file::remove(path)?;
     std::fs::remove_file(path)
 }
 

@@ -283,3 +283,45 @@ fn a_truncation_into_a_sealed_segment_makes_it_active_again() {
         before
     );
 }
+
+#[test]
+fn damage_followed_by_valid_batches_reports_how_far_the_log_reached() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = filled(dir.path(), 100);
+    drop(log);
+    let files = segment_files(dir.path());
+    // Bit rot in the middle of the active segment: valid batches follow the damage.
+    let active = files.last().expect("segments");
+    flip_middle_byte(active);
+    let (_, recovery) = PartitionLog::open(dir.path(), SMALL, Verify::ActiveSegment).expect("open");
+    let recovery = recovery.expect("reported");
+    assert!(!recovery.sealed);
+    assert_eq!(
+        recovery.lost_through,
+        Some(99),
+        "stepped over the damaged batch"
+    );
+    assert!(recovery.kept_through.is_some_and(|k| k < 99));
+}
+
+#[test]
+fn nothing_is_cut_when_the_loss_cannot_be_recorded_first() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = filled(dir.path(), 100);
+    drop(log);
+    let files = segment_files(dir.path());
+    flip_middle_byte(&files[2]);
+    let before: Vec<u64> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).expect("stat").len())
+        .collect();
+    let refused = PartitionLog::open_with(dir.path(), SMALL, Verify::Everything, |_| {
+        Err(std::io::Error::other("cannot record the loss"))
+    });
+    assert!(refused.is_err());
+    let after: Vec<u64> = segment_files(dir.path())
+        .iter()
+        .map(|f| std::fs::metadata(f).expect("stat").len())
+        .collect();
+    assert_eq!(after, before, "every segment still there, uncut");
+}

@@ -25,6 +25,10 @@ pub struct Recovery {
     pub valid_bytes: u64,
     pub dropped_bytes: u64,
     pub reason: FrameError,
+    /// The largest Raft index still readable past the damage (stepping over the bad
+    /// frame by its length, or from the segment's index file): valid data after it
+    /// means mid-log corruption, not a torn write.
+    pub index_beyond: Option<u64>,
 }
 
 /// A batch read back: its header and payload.
@@ -82,23 +86,59 @@ impl Segment {
     /// truncated away (and the truncation synced) and described in the returned
     /// [`Recovery`].
     pub fn open(path: &Path, base_offset: u64) -> io::Result<(Segment, Option<Recovery>)> {
+        let (segment, recovery) = Segment::open_uncut(path, base_offset)?;
+        if recovery.is_some() {
+            segment.cut()?;
+        }
+        Ok((segment, recovery))
+    }
+
+    /// Like [`Segment::open`], but leaves the file as it is: the segment ends at its last
+    /// valid batch in memory, and [`Segment::cut`] makes the file agree.
+    pub fn open_uncut(path: &Path, base_offset: u64) -> io::Result<(Segment, Option<Recovery>)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
         let mut segment = Segment::empty(path.to_path_buf(), file, base_offset);
         let recovery = match segment.scan(len)? {
             None => None,
-            Some(reason) => {
-                let valid_bytes = segment.size;
-                segment.file.set_len(valid_bytes)?;
-                segment.file.sync_data()?;
-                Some(Recovery {
-                    valid_bytes,
-                    dropped_bytes: len - valid_bytes,
-                    reason,
-                })
-            }
+            Some(reason) => Some(Recovery {
+                valid_bytes: segment.size,
+                dropped_bytes: len - segment.size,
+                reason,
+                index_beyond: segment.index_beyond_damage(len),
+            }),
         };
         Ok((segment, recovery))
+    }
+
+    /// Truncates the file to the valid batches found when it was opened (synced).
+    pub fn cut(&self) -> io::Result<()> {
+        self.file.set_len(self.size)?;
+        self.file.sync_data()
+    }
+
+    /// The largest Raft index readable after the damage at `size`: stepping over the
+    /// damaged frame by its length field and reading on, or from the index file.
+    fn index_beyond_damage(&self, len: u64) -> Option<u64> {
+        let from_index = index_file::read_any(&self.path).and_then(|s| s.last.map(|h| h.index));
+        let mut prefix = [0u8; PREFIX_LEN];
+        let mut beyond = None;
+        if self.file.read_exact_at(&mut prefix, self.size).is_ok() {
+            let length = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as u64;
+            let mut position = self.size + 5 + length;
+            while length as usize <= MAX_FRAME_BYTES && position < len {
+                match self.read_within(position, len) {
+                    Ok((batch, next)) => {
+                        beyond = Some(batch.header.index);
+                        position = next;
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        beyond
+            .max(from_index)
+            .filter(|i| self.last.is_none_or(|l| *i > l.index))
     }
 
     /// Opens a sealed segment from its index file, without scanning it; `None` when the
@@ -265,11 +305,24 @@ impl Segment {
 
     /// Reads the batch at `position`.
     fn read_at(&self, position: u64) -> io::Result<(StoredBatch, u64)> {
+        self.read_within(position, self.size)
+    }
+
+    /// Reads the batch at `position`, which must end by byte `end` of the file: a frame
+    /// that runs past it is corruption (its length field is damaged).
+    fn read_within(&self, position: u64, end: u64) -> io::Result<(StoredBatch, u64)> {
         let mut prefix = [0u8; PREFIX_LEN];
         self.file.read_exact_at(&mut prefix, position)?;
         let length = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
         if length > MAX_FRAME_BYTES {
             return Err(corrupt(&self.path, position, "length out of bounds"));
+        }
+        if position + 5 + length as u64 > end {
+            return Err(corrupt(
+                &self.path,
+                position,
+                "frame runs past the segment's end",
+            ));
         }
         let mut frame = vec![0u8; 5 + length];
         self.file.read_exact_at(&mut frame, position)?;
