@@ -1,23 +1,35 @@
-//! `strait-bench`: drives a running cluster and reports throughput and acknowledgement
-//! latency percentiles (HDR histogram). Build it with `--release`; figures from a debug
-//! build say nothing.
+//! `strait-bench`: drives a Strait cluster (a running one, or `--local N` brokers it
+//! starts itself) and reports throughput and latency percentiles from HDR histograms:
+//! `produce` (acknowledgement latency), `consume` (reading a backlog from the start),
+//! `e2e` (produce-to-consume latency), and `storage` (the partition log against the raw
+//! disk, no cluster). Build it with `--release`; debug-build figures say nothing.
 
-use std::time::{Duration, Instant};
-
+mod consume;
+mod produce;
+mod stats;
 mod storage;
 
+use std::time::Duration;
+
 use anyhow::Context;
-use bytes::Bytes;
-use clap::{Parser, Subcommand};
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use hdrhistogram::Histogram;
-use strait_client::{Client, ClientConfig, ClientError, ProducerConfig, ProducerRecord};
+use clap::{Args, Parser, Subcommand};
+use strait_client::{Client, ClientConfig, ClientError};
+use strait_tests::Cluster;
+
+use crate::produce::LoadArgs;
+use crate::stats::{Report, machine};
 
 #[derive(Parser)]
 #[command(name = "strait-bench", about = "Benchmarks a Strait cluster")]
 struct Cli {
-    /// Comma-separated broker addresses.
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where to run and on which topic.
+#[derive(Args, Debug, Clone)]
+struct Target {
+    /// Comma-separated broker addresses of a running cluster.
     #[arg(
         long,
         env = "STRAIT_BROKERS",
@@ -25,12 +37,56 @@ struct Cli {
         value_delimiter = ','
     )]
     brokers: Vec<String>,
-    #[command(subcommand)]
-    command: Command,
+    /// Start this many brokers on loopback ports (release binaries beside this one)
+    /// instead of using --brokers; they stop when the run ends.
+    #[arg(long)]
+    local: Option<usize>,
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    #[arg(long, default_value_t = 3)]
+    partitions: u32,
+    #[arg(long, default_value_t = 3)]
+    replicas: u32,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Produce with acks=all: throughput and acknowledgement latency.
+    Produce {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Read the topic from the start to its end (fill it first with --fill-records):
+    /// consume throughput.
+    Consume {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1)]
+        consumers: u32,
+        /// Bytes asked per fetch (the broker caps it at 8 MiB).
+        #[arg(long, default_value_t = 8 * 1024 * 1024)]
+        fetch_bytes: u32,
+        /// Produce this many records first (unmeasured), with the load settings below.
+        #[arg(long, default_value_t = 0)]
+        fill_records: u64,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+    /// Produce while consumers follow the end of the log: acknowledgement and
+    /// end-to-end latency (use --rate for latency at a fixed load).
+    E2e {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 1)]
+        consumers: u32,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Partition log append (with fdatasync per batch) and read speed against the raw
     /// disk, in the current directory. Needs no cluster.
     Storage {
@@ -42,51 +98,60 @@ enum Command {
         #[arg(long, default_value_t = 256)]
         records_per_batch: u32,
     },
-    /// Produce records as fast as the in-flight window allows (acks=all).
-    Produce {
-        #[arg(long, default_value = "bench")]
-        topic: String,
-        #[arg(long, default_value_t = 3)]
-        partitions: u32,
-        #[arg(long, default_value_t = 3)]
-        replicas: u32,
-        /// Records to produce.
-        #[arg(long, default_value_t = 100_000)]
-        records: u64,
-        /// Value size in bytes.
-        #[arg(long, default_value_t = 1024)]
-        record_size: usize,
-        /// Records awaiting acknowledgement at once (1 = one at a time).
-        #[arg(long, default_value_t = 1000)]
-        in_flight: usize,
-        #[arg(long, default_value_t = 5)]
-        linger_ms: u64,
-        #[arg(long, default_value_t = 512 * 1024)]
-        batch_bytes: usize,
-    },
 }
 
-fn machine() -> String {
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let mem_kib = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|v| v.parse::<u64>().ok())
-                })
-        })
-        .unwrap_or(0);
-    format!("{cores} cores, {:.1} GiB", mem_kib as f64 / 1024.0 / 1024.0)
+/// A connected client, and the local cluster it talks to when `--local` asked for one.
+async fn connect(target: &Target) -> anyhow::Result<(Client, Option<Cluster>)> {
+    let (addrs, cluster) = match target.local {
+        Some(n) => {
+            let cluster = Cluster::start(n).await.context("starting local brokers")?;
+            eprintln!("started {n} local brokers: {}", cluster.addrs().join(","));
+            (cluster.addrs(), Some(cluster))
+        }
+        None => (target.brokers.clone(), None),
+    };
+    let client = Client::connect(ClientConfig::new(addrs))
+        .await
+        .context("connecting to the cluster")?;
+    match client
+        .create_topic(&target.topic, target.partitions, target.replicas)
+        .await
+    {
+        Ok(_) | Err(ClientError::TopicAlreadyExists(_)) => {}
+        Err(err) => return Err(err.into()),
+    }
+    client
+        .wait_for_leaders(&target.topic, Duration::from_secs(30))
+        .await?;
+    Ok((client, cluster))
+}
+
+fn describe(target: &Target) -> String {
+    format!(
+        "topic {} ({} partitions, RF {})",
+        target.topic, target.partitions, target.replicas
+    )
+}
+
+fn report(command: &str, settings: String, records: u64, bytes: u64, seconds: f64) -> Report {
+    Report {
+        command: command.to_string(),
+        machine: machine(),
+        settings,
+        seconds,
+        records,
+        bytes,
+        records_per_sec: records as f64 / seconds.max(1e-9),
+        mb_per_sec: bytes as f64 / 1e6 / seconds.max(1e-9),
+        ack_latency_ms: None,
+        e2e_latency_ms: None,
+        errors: 0,
+    }
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+    match Cli::parse().command {
         Command::Storage {
             batches,
             batch_bytes,
@@ -99,81 +164,89 @@ async fn main() -> anyhow::Result<()> {
                 records_per_batch,
             })?;
         }
-        Command::Produce {
-            topic,
-            partitions,
-            replicas,
-            records,
-            record_size,
-            in_flight,
-            linger_ms,
-            batch_bytes,
+        Command::Produce { target, load } => {
+            let (client, _cluster) = connect(&target).await?;
+            let settings = format!("{}; {}", describe(&target), load.describe());
+            eprintln!("strait-bench produce: {settings}; machine {}", machine());
+            let produced = produce::run(&client, &target.topic, &load).await?;
+            let mut out = report(
+                "produce",
+                settings,
+                produced.records,
+                produced.bytes,
+                produced.seconds,
+            );
+            out.ack_latency_ms = Some(produced.latency.percentiles());
+            out.errors = produced.errors;
+            out.print(target.json);
+        }
+        Command::Consume {
+            target,
+            consumers,
+            fetch_bytes,
+            fill_records,
+            load,
         } => {
-            let client = Client::connect(ClientConfig::new(cli.brokers.clone()))
-                .await
-                .context("connecting to the cluster")?;
-            match client.create_topic(&topic, partitions, replicas).await {
-                Ok(_) | Err(ClientError::TopicAlreadyExists(_)) => {}
-                Err(err) => return Err(err.into()),
+            let (client, _cluster) = connect(&target).await?;
+            if fill_records > 0 {
+                eprintln!("filling {} with {fill_records} records", target.topic);
+                let fill = LoadArgs {
+                    records: fill_records,
+                    duration: None,
+                    ..load
+                };
+                produce::run(&client, &target.topic, &fill).await?;
             }
-            client
-                .wait_for_leaders(&topic, Duration::from_secs(30))
-                .await?;
-            let producer = client.producer(ProducerConfig {
-                linger: Duration::from_millis(linger_ms),
-                batch_max_bytes: batch_bytes,
-                ..Default::default()
-            });
-            let value = Bytes::from(vec![b'x'; record_size]);
-            let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut pending = FuturesUnordered::new();
-            let started = Instant::now();
-            let mut last_report = Instant::now();
-            let mut acked = 0u64;
-            let mut sent = 0u64;
-            println!(
-                "strait-bench produce: machine {}; topic {topic} ({partitions} partitions, RF {replicas}); {records} records of {record_size} B; in-flight {in_flight}",
-                machine()
+            let settings = format!(
+                "{}; {consumers} consumer(s), {fetch_bytes} B per fetch, from the start",
+                describe(&target)
             );
-            while acked < records {
-                while sent < records && pending.len() < in_flight.max(1) {
-                    let t0 = Instant::now();
-                    let delivery = producer
-                        .send(&topic, ProducerRecord::new(value.clone()))
-                        .await?;
-                    pending.push(async move { (t0, delivery.await) });
-                    sent += 1;
-                }
-                if let Some((t0, result)) = pending.next().await {
-                    result?;
-                    latency.record(t0.elapsed().as_micros().max(1) as u64)?;
-                    acked += 1;
-                }
-                if last_report.elapsed() >= Duration::from_secs(1) {
-                    last_report = Instant::now();
-                    let secs = started.elapsed().as_secs_f64();
-                    eprintln!(
-                        "  {acked} acked, {:.0} records/s, p99 {:.2} ms",
-                        acked as f64 / secs,
-                        latency.value_at_quantile(0.99) as f64 / 1000.0
-                    );
-                }
-            }
-            let secs = started.elapsed().as_secs_f64();
-            let mb = (records as f64 * record_size as f64) / 1_000_000.0;
-            println!(
-                "throughput: {:.0} records/s, {:.1} MB/s ({records} records in {secs:.2} s)",
-                records as f64 / secs,
-                mb / secs
+            eprintln!("strait-bench consume: {settings}; machine {}", machine());
+            let consumed = consume::backlog(
+                &client,
+                &target.topic,
+                target.partitions,
+                consumers,
+                fetch_bytes,
+            )
+            .await?;
+            report(
+                "consume",
+                settings,
+                consumed.records,
+                consumed.bytes,
+                consumed.seconds,
+            )
+            .print(target.json);
+        }
+        Command::E2e {
+            target,
+            consumers,
+            load,
+        } => {
+            let (client, _cluster) = connect(&target).await?;
+            let settings = format!(
+                "{}; {}; {consumers} consumer(s)",
+                describe(&target),
+                load.describe()
             );
-            println!("ack latency (ms):");
-            for (name, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999)] {
-                println!(
-                    "  {name:>6} {:>9.3}",
-                    latency.value_at_quantile(q) as f64 / 1000.0
-                );
-            }
-            println!("  {:>6} {:>9.3}", "max", latency.max() as f64 / 1000.0);
+            eprintln!("strait-bench e2e: {settings}; machine {}", machine());
+            let followers =
+                consume::Followers::start(&client, &target.topic, target.partitions, consumers)
+                    .await?;
+            let produced = produce::run(&client, &target.topic, &load).await?;
+            let consumed = followers.finish().await?;
+            let mut out = report(
+                "e2e",
+                settings,
+                produced.records,
+                produced.bytes,
+                produced.seconds,
+            );
+            out.ack_latency_ms = Some(produced.latency.percentiles());
+            out.e2e_latency_ms = Some(consumed.latency.percentiles());
+            out.errors = produced.errors;
+            out.print(target.json);
         }
     }
     Ok(())

@@ -140,6 +140,11 @@ impl PartitionConsumer {
         self.position
     }
 
+    /// The partition this consumer reads.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
     /// Fetches the next records (possibly none after a long-poll timeout).
     pub async fn poll(&mut self) -> Result<Vec<ConsumedRecord>, ClientError> {
         let deadline = Instant::now() + RETRY_WINDOW;

@@ -1,0 +1,210 @@
+//! The load: producers sending records as fast as their in-flight window allows, or at
+//! a fixed total rate, recording acknowledgement latency. At a fixed rate, latency is
+//! measured from each record's *intended* send time, so a stall that delays later sends
+//! is counted against them (no coordinated omission).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use clap::Args;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use strait_client::{Client, ProducerConfig, ProducerRecord};
+
+use crate::stats::Latency;
+
+#[derive(Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Records to produce in total (ignored with --duration).
+    #[arg(long, default_value_t = 100_000)]
+    pub records: u64,
+    /// Produce for this many seconds instead of a record count.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    /// A size mix instead of one size: comma-separated sizes, used in turn.
+    #[arg(long, value_delimiter = ',')]
+    pub record_sizes: Option<Vec<usize>>,
+    /// Concurrent producers (each with its own window and batching).
+    #[arg(long, default_value_t = 1)]
+    pub producers: u32,
+    /// Records awaiting acknowledgement at once, per producer (1 = one at a time).
+    #[arg(long, default_value_t = 1000)]
+    pub in_flight: usize,
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
+    #[arg(long, default_value_t = 512 * 1024)]
+    pub batch_bytes: usize,
+    /// Total records per second across producers (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Keys: 0 for none (round-robin partitions), or this many distinct keys in turn.
+    #[arg(long, default_value_t = 0)]
+    pub keys: u64,
+}
+
+impl LoadArgs {
+    pub fn describe(&self) -> String {
+        let sizes = match &self.record_sizes {
+            Some(mix) => format!("sizes {mix:?} B"),
+            None => format!("{} B records", self.record_size),
+        };
+        let amount = match self.duration {
+            Some(secs) => format!("{secs} s"),
+            None => format!("{} records", self.records),
+        };
+        let rate = if self.rate > 0.0 {
+            format!("{} records/s", self.rate)
+        } else {
+            "unlimited rate".to_string()
+        };
+        format!(
+            "{amount} of {sizes}; {} producer(s), in-flight {}, linger {} ms, batch {} B; {rate}; {} keys",
+            self.producers, self.in_flight, self.linger_ms, self.batch_bytes, self.keys
+        )
+    }
+}
+
+/// What the producers did.
+pub struct Produced {
+    pub records: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub latency: Latency,
+    pub errors: u64,
+}
+
+/// Microseconds since the epoch: stamped into each value for end-to-end latency.
+pub fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The send time stamped in a value by [`run`], if it has one.
+pub fn stamp_of(value: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(value.get(..8)?.try_into().ok()?))
+}
+
+/// Runs the load against `topic`; prints a progress line every second.
+pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Result<Produced> {
+    let producers = args.producers.max(1);
+    let acked = Arc::new(AtomicU64::new(0));
+    let acked_bytes = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = args.duration.map(|s| started + Duration::from_secs(s));
+    let progress = tokio::spawn(progress(acked.clone(), acked_bytes.clone()));
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let quota = args.records / u64::from(producers)
+            + u64::from(u64::from(p) < args.records % u64::from(producers));
+        let producer = client.producer(ProducerConfig {
+            linger: Duration::from_millis(args.linger_ms),
+            batch_max_bytes: args.batch_bytes,
+            ..ProducerConfig::default()
+        });
+        let (args, topic) = (args.clone(), topic.to_string());
+        let (acked, acked_bytes) = (acked.clone(), acked_bytes.clone());
+        tasks.push(tokio::spawn(async move {
+            let per_producer_rate = args.rate / f64::from(producers);
+            let sizes = args.record_sizes.clone().unwrap_or(vec![args.record_size]);
+            let mut latency = Latency::new();
+            let mut pending = FuturesUnordered::new();
+            let (mut sent, mut errors, mut bytes) = (0u64, 0u64, 0u64);
+            let start = Instant::now();
+            loop {
+                let more = match deadline {
+                    Some(deadline) => Instant::now() < deadline,
+                    None => sent < quota,
+                };
+                if more && pending.len() < args.in_flight.max(1) {
+                    // At a fixed rate, record i is due at start + i / rate.
+                    let due = if per_producer_rate > 0.0 {
+                        let due = start + Duration::from_secs_f64(sent as f64 / per_producer_rate);
+                        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                        due
+                    } else {
+                        Instant::now()
+                    };
+                    let size = sizes[(sent % sizes.len() as u64) as usize].max(8);
+                    let mut value = BytesMut::with_capacity(size);
+                    value.put_u64_le(now_micros());
+                    value.resize(size, b'x');
+                    let mut record = ProducerRecord::new(value.freeze());
+                    if args.keys > 0 {
+                        let key = (u64::from(p) + sent * u64::from(producers)) % args.keys;
+                        record = record.key(Bytes::from(key.to_string()));
+                    }
+                    sent += 1;
+                    let delivery = producer.send(&topic, record).await;
+                    pending.push(async move {
+                        let result = match delivery {
+                            Ok(delivery) => delivery.await.map(|_| ()),
+                            Err(err) => Err(err),
+                        };
+                        (due, size, result)
+                    });
+                    continue;
+                }
+                let Some((due, size, result)) = pending.next().await else {
+                    break;
+                };
+                match result {
+                    Ok(()) => {
+                        latency.record(due.elapsed());
+                        bytes += size as u64;
+                        acked.fetch_add(1, Ordering::Relaxed);
+                        acked_bytes.fetch_add(size as u64, Ordering::Relaxed);
+                    }
+                    Err(err) => {
+                        errors += 1;
+                        if errors == 1 {
+                            eprintln!("produce failed: {err}");
+                        }
+                    }
+                }
+            }
+            (latency, bytes, errors)
+        }));
+    }
+    let mut total = Produced {
+        records: 0,
+        bytes: 0,
+        seconds: 0.0,
+        latency: Latency::new(),
+        errors: 0,
+    };
+    for task in tasks {
+        let (latency, bytes, errors) = task.await?;
+        total.records += latency.len();
+        total.latency.add(&latency);
+        total.bytes += bytes;
+        total.errors += errors;
+    }
+    total.seconds = started.elapsed().as_secs_f64();
+    progress.abort();
+    Ok(total)
+}
+
+/// Prints acknowledged records and bytes per second, every second.
+async fn progress(acked: Arc<AtomicU64>, bytes: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let (mut last_records, mut last_bytes) = (0u64, 0u64);
+    let mut second = 0u64;
+    loop {
+        tick.tick().await;
+        second += 1;
+        let (records, total_bytes) = (acked.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed));
+        eprintln!(
+            "  [{second:>4} s] {:>9} records/s {:>8.1} MB/s  ({records} acknowledged)",
+            records - last_records,
+            (total_bytes - last_bytes) as f64 / 1e6
+        );
+        (last_records, last_bytes) = (records, total_bytes);
+    }
+}

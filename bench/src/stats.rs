@@ -1,0 +1,121 @@
+//! Latency histograms (HDR, microseconds) and the report every command prints: a table
+//! for people, or JSON (`--json`) for scripts.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Percentiles of one latency histogram, in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// A latency histogram from 1 µs to 10 min.
+pub struct Latency(Histogram<u64>);
+
+impl Latency {
+    pub fn new() -> Latency {
+        Latency(Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds"))
+    }
+
+    pub fn record(&mut self, latency: Duration) {
+        let micros = (latency.as_micros() as u64).clamp(1, 600_000_000);
+        let _ = self.0.record(micros);
+    }
+
+    pub fn add(&mut self, other: &Latency) {
+        let _ = self.0.add(&other.0);
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    pub fn percentiles(&self) -> Percentiles {
+        let q = |q: f64| self.0.value_at_quantile(q) as f64 / 1000.0;
+        Percentiles {
+            count: self.0.len(),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: self.0.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// The result of one run.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub command: String,
+    pub machine: String,
+    pub settings: String,
+    pub seconds: f64,
+    pub records: u64,
+    pub bytes: u64,
+    pub records_per_sec: f64,
+    pub mb_per_sec: f64,
+    /// Produce to acknowledgement (from the intended send time at a fixed rate).
+    pub ack_latency_ms: Option<Percentiles>,
+    /// Produce to consumption.
+    pub e2e_latency_ms: Option<Percentiles>,
+    /// Produces that failed (the run stops at the first when this is not zero).
+    pub errors: u64,
+}
+
+impl Report {
+    pub fn print(&self, json: bool) {
+        if json {
+            match serde_json::to_string_pretty(self) {
+                Ok(text) => println!("{text}"),
+                Err(err) => eprintln!("cannot encode the report: {err}"),
+            }
+            return;
+        }
+        println!("strait-bench {}: {}", self.command, self.settings);
+        println!("machine: {}", self.machine);
+        println!(
+            "throughput: {:.0} records/s, {:.1} MB/s ({} records, {:.1} MB in {:.2} s)",
+            self.records_per_sec,
+            self.mb_per_sec,
+            self.records,
+            self.bytes as f64 / 1e6,
+            self.seconds
+        );
+        for (name, p) in [
+            ("ack latency", &self.ack_latency_ms),
+            ("end-to-end latency", &self.e2e_latency_ms),
+        ] {
+            if let Some(p) = p {
+                println!(
+                    "{name} (ms): p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)",
+                    p.p50, p.p90, p.p99, p.p999, p.max, p.count
+                );
+            }
+        }
+        if self.errors > 0 {
+            println!("errors: {}", self.errors);
+        }
+    }
+}
+
+/// The machine's cores and memory, for every report's header.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    format!("{cores} cores, {:.1} GiB", mem_kib as f64 / 1024.0 / 1024.0)
+}
