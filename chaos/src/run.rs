@@ -296,24 +296,19 @@ async fn wait_writable(client: &Client, config: &RunConfig, history: &History) -
 
 /// Whether this process may mount a tmpfs (the disk-full fault needs one per broker).
 fn can_mount_tmpfs() -> bool {
-    let Ok(dir) = tempfile_dir() else {
+    let Ok(dir) = tempfile::tempdir() else {
         return false;
     };
     let mounted = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(&dir)
+        .arg(dir.path())
         .stderr(std::process::Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
     if mounted {
-        let _ = std::process::Command::new("umount").arg(&dir).status();
+        let _ = std::process::Command::new("umount")
+            .arg(dir.path())
+            .status();
     }
-    let _ = std::fs::remove_dir(&dir);
     mounted
-}
-
-fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
-    let dir = std::env::temp_dir().join(format!("strait-chaos-probe-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
 }
