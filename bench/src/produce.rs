@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use strait_client::{Client, ProducerConfig, ProducerRecord};
+use strait_client::{Client, ClientError, ProducerConfig, ProducerRecord};
 
 use crate::stats::Latency;
 
@@ -112,9 +112,15 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
         tasks.push(tokio::spawn(async move {
             let per_producer_rate = args.rate / f64::from(producers);
             let sizes = args.record_sizes.clone().unwrap_or(vec![args.record_size]);
-            let mut latency = Latency::new();
+            let mut tally = Tally {
+                latency: Latency::new(),
+                bytes: 0,
+                errors: 0,
+                acked,
+                acked_bytes,
+            };
             let mut pending = FuturesUnordered::new();
-            let (mut sent, mut errors, mut bytes) = (0u64, 0u64, 0u64);
+            let mut sent = 0u64;
             let start = Instant::now();
             loop {
                 let more = match deadline {
@@ -122,17 +128,28 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                     None => sent < quota,
                 };
                 if more && pending.len() < args.in_flight.max(1) {
-                    // At a fixed rate, record i is due at start + i / rate.
+                    // At a fixed rate, record i is due at start + i / rate. While waiting
+                    // for that moment, acknowledgements are taken as they come, so their
+                    // latency is not inflated by the wait.
                     let due = if per_producer_rate > 0.0 {
                         let due = start + Duration::from_secs_f64(sent as f64 / per_producer_rate);
-                        tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(due));
+                        tokio::pin!(sleep);
+                        loop {
+                            tokio::select! {
+                                biased;
+                                Some(done) = pending.next(), if !pending.is_empty() => tally.count(done),
+                                () = &mut sleep => break,
+                            }
+                        }
                         due
                     } else {
                         Instant::now()
                     };
                     let size = sizes[(sent % sizes.len() as u64) as usize].max(8);
                     let mut value = BytesMut::with_capacity(size);
-                    value.put_u64_le(now_micros());
+                    // The intended send time, so end-to-end latency counts stalls too.
+                    value.put_u64_le(wall_micros(due));
                     value.resize(size, b'x');
                     let mut record = ProducerRecord::new(value.freeze());
                     if args.keys > 0 {
@@ -150,25 +167,12 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                     });
                     continue;
                 }
-                let Some((due, size, result)) = pending.next().await else {
+                let Some(done) = pending.next().await else {
                     break;
                 };
-                match result {
-                    Ok(()) => {
-                        latency.record(due.elapsed());
-                        bytes += size as u64;
-                        acked.fetch_add(1, Ordering::Relaxed);
-                        acked_bytes.fetch_add(size as u64, Ordering::Relaxed);
-                    }
-                    Err(err) => {
-                        errors += 1;
-                        if errors == 1 {
-                            eprintln!("produce failed: {err}");
-                        }
-                    }
-                }
+                tally.count(done);
             }
-            (latency, bytes, errors)
+            (tally.latency, tally.bytes, tally.errors)
         }));
     }
     let mut total = Produced {
@@ -188,6 +192,39 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
     total.seconds = started.elapsed().as_secs_f64();
     progress.abort();
     Ok(total)
+}
+
+/// One producer's tally of finished sends, also reported to the progress line.
+struct Tally {
+    latency: Latency,
+    bytes: u64,
+    errors: u64,
+    acked: Arc<AtomicU64>,
+    acked_bytes: Arc<AtomicU64>,
+}
+
+impl Tally {
+    fn count(&mut self, (due, size, result): (Instant, usize, Result<(), ClientError>)) {
+        match result {
+            Ok(()) => {
+                self.latency.record(due.elapsed());
+                self.bytes += size as u64;
+                self.acked.fetch_add(1, Ordering::Relaxed);
+                self.acked_bytes.fetch_add(size as u64, Ordering::Relaxed);
+            }
+            Err(err) => {
+                self.errors += 1;
+                if self.errors == 1 {
+                    eprintln!("produce failed: {err}");
+                }
+            }
+        }
+    }
+}
+
+/// `at` as microseconds since the epoch (for a moment not long ago).
+fn wall_micros(at: Instant) -> u64 {
+    now_micros().saturating_sub(at.elapsed().as_micros() as u64)
 }
 
 /// Prints acknowledged records and bytes per second, every second.

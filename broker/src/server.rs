@@ -55,6 +55,12 @@ const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
 const LEADER_REBALANCE_INTERVAL: Duration = Duration::from_secs(30);
 /// Largest message the client-facing services decode (a produce request plus framing).
 const CLIENT_MESSAGE_SLACK: usize = 1024 * 1024;
+/// HTTP/2 flow-control window of one stream (request), in both directions.
+pub(crate) const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
+/// HTTP/2 flow-control window of one connection: what a peer may have in flight.
+pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
+/// Concurrent requests one connection may have open.
+const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 
 pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -148,6 +154,12 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
     let client_limit = config.max_request_bytes + CLIENT_MESSAGE_SLACK;
     let server = tonic::transport::Server::builder()
         .tcp_nodelay(true)
+        // HTTP/2's default 64 KiB windows would make a 512 KiB produce or a replication
+        // message wait for several window updates; these bound what one peer may send
+        // ahead of the broker reading it.
+        .initial_stream_window_size(STREAM_WINDOW_BYTES)
+        .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(
             StraitServer::new(ClientApi {
                 cache: cache.clone(),

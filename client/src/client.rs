@@ -110,6 +110,9 @@ impl Client {
             .map_err(|e| ClientError::Config(format!("bad broker address `{addr}`: {e}")))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
+            // HTTP/2's default 64 KiB windows throttle large batches and fetches.
+            .initial_stream_window_size(4 * 1024 * 1024)
+            .initial_connection_window_size(16 * 1024 * 1024)
             .timeout(self.inner.config.request_timeout + Duration::from_secs(35))
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());

@@ -88,6 +88,8 @@ impl PeerPool {
         let channel = Endpoint::from_shared(format!("http://{dial}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
+            .initial_stream_window_size(crate::server::STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(crate::server::CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
             .connect_lazy();
