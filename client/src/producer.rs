@@ -164,6 +164,13 @@ async fn run_partition_worker(
             let next = match queue.try_recv() {
                 Ok(next) => Some(next),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
+                // Tokio's timers tick in whole milliseconds: a linger that is over (or
+                // zero) must not wait for the next tick.
+                Err(mpsc::error::TryRecvError::Empty)
+                    if tokio::time::Instant::now() >= linger_until =>
+                {
+                    None
+                }
                 Err(mpsc::error::TryRecvError::Empty) => {
                     tokio::time::timeout_at(linger_until, queue.recv())
                         .await
