@@ -6,16 +6,16 @@ use proptest::prelude::*;
 use strait_broker::controller::state::{ControllerCommand, LeaderUpdate};
 use strait_broker::controller::types::ControllerRaftConfig;
 use strait_broker::metadata::ClusterImage;
-use strait_broker::partition::StoredRecord;
 use strait_broker::partition::types::{PartitionCommand, PartitionRaftConfig};
 use strait_broker::storage::{decode, encode};
+use strait_records::{BatchBuilder, RecordBatch};
 
 type PartitionEntry = openraft::alias::EntryOf<PartitionRaftConfig>;
 type ControllerAppend = openraft::raft::AppendEntriesRequest<ControllerRaftConfig>;
 type PartitionVote = openraft::raft::VoteRequest<PartitionRaftConfig>;
 
-fn record() -> impl Strategy<Value = StoredRecord> {
-    (
+fn record_batch() -> impl Strategy<Value = RecordBatch> {
+    let record = (
         proptest::option::of(proptest::collection::vec(any::<u8>(), 0..32)),
         proptest::collection::vec(any::<u8>(), 0..256),
         any::<i64>(),
@@ -23,16 +23,18 @@ fn record() -> impl Strategy<Value = StoredRecord> {
             ("[a-z]{0,8}", proptest::collection::vec(any::<u8>(), 0..16)),
             0..3,
         ),
-    )
-        .prop_map(|(key, value, timestamp_ms, headers)| StoredRecord {
-            key: key.map(Bytes::from),
-            value: Bytes::from(value),
-            timestamp_ms,
-            headers: headers
+    );
+    proptest::collection::vec(record, 1..20).prop_map(|records| {
+        let mut builder = BatchBuilder::default();
+        for (key, value, timestamp_ms, headers) in records {
+            let headers: Vec<(String, Bytes)> = headers
                 .into_iter()
                 .map(|(k, v)| (k, Bytes::from(v)))
-                .collect(),
-        })
+                .collect();
+            builder.push(timestamp_ms, key.as_deref(), &value, &headers);
+        }
+        RecordBatch::parse(builder.finish(), usize::MAX).expect("a built batch parses")
+    })
 }
 
 fn command() -> impl Strategy<Value = ControllerCommand> {
@@ -82,8 +84,8 @@ proptest! {
     }
 
     #[test]
-    fn partition_commands_round_trip(records in proptest::collection::vec(record(), 0..20)) {
-        let command = PartitionCommand::Append { records };
+    fn partition_commands_round_trip(batch in record_batch()) {
+        let command = PartitionCommand::Append { batch };
         let bytes = encode(&command).expect("encodes");
         prop_assert_eq!(decode::<PartitionCommand>(&bytes).expect("decodes"), command);
     }
@@ -95,8 +97,8 @@ proptest! {
     }
 
     #[test]
-    fn truncated_encodings_are_errors(records in proptest::collection::vec(record(), 1..5), cut in 0usize..64) {
-        let bytes = encode(&PartitionCommand::Append { records }).expect("encodes");
+    fn truncated_encodings_are_errors(batch in record_batch(), cut in 0usize..64) {
+        let bytes = encode(&PartitionCommand::Append { batch }).expect("encodes");
         let cut = cut.min(bytes.len() - 1);
         prop_assert!(decode::<PartitionCommand>(&bytes[..cut]).is_err());
     }

@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+use strait_records::RecordBatch;
 
 use strait_proto::v1::{FetchRequest, ListOffsetsRequest};
 use tokio::sync::mpsc;
@@ -181,12 +182,24 @@ impl PartitionConsumer {
                 }
             })
             .await?;
-        let records: Vec<ConsumedRecord> = response
-            .records
-            .into_iter()
-            .filter(|r| r.offset >= offset)
-            .map(|r| ConsumedRecord::from_wire(&topic, partition, r))
-            .collect();
+        let mut records = Vec::new();
+        for batch in response.batches {
+            // The broker is not trusted: each batch is checked before it is read.
+            let parsed = RecordBatch::parse_counted(batch.records, batch.record_count, usize::MAX)
+                .map_err(|e| {
+                    ClientError::Internal(format!(
+                        "malformed batch at offset {} of {topic}/{partition}: {e}",
+                        batch.base_offset
+                    ))
+                })?;
+            for (i, record) in parsed.records().enumerate() {
+                let record = record.map_err(|e| ClientError::Internal(e.to_string()))?;
+                let at = batch.base_offset + i as u64;
+                if at >= offset {
+                    records.push(ConsumedRecord::from_batch(&topic, partition, at, record));
+                }
+            }
+        }
         if let Some(last) = records.last() {
             self.position = last.offset + 1;
         }

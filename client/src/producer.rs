@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use strait_proto::v1::ProduceRequest;
+use strait_records::BatchBuilder;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::client::Client;
@@ -93,6 +94,7 @@ impl Producer {
         topic: &str,
         record: ProducerRecord,
     ) -> Result<DeliveryFuture, ClientError> {
+        record.check()?;
         let partitions = self.client.partition_count(topic).await?;
         let partition = match (record.partition, &record.key) {
             (Some(p), _) if p < partitions => p,
@@ -201,7 +203,13 @@ async fn send_batch(
     partition: u32,
     batch: Vec<Pending>,
 ) {
-    let records: Vec<_> = batch.iter().map(|p| p.record.to_wire()).collect();
+    let bytes: usize = batch.iter().map(|p| p.record.size()).sum();
+    let mut builder = BatchBuilder::with_capacity(bytes);
+    for pending in &batch {
+        pending.record.encode(&mut builder);
+    }
+    let record_count = builder.count();
+    let records = builder.finish();
     let deadline = Instant::now() + config.delivery_timeout;
     let request_timeout = client.config().request_timeout;
     let result = client
@@ -210,6 +218,7 @@ async fn send_batch(
                 topic: topic.to_string(),
                 partition,
                 records: records.clone(),
+                record_count,
                 timeout_ms: request_timeout.as_millis() as u32,
             };
             async move {

@@ -44,30 +44,42 @@ impl ProducerRecord {
         self
     }
 
+    /// Bytes the record occupies in a batch.
     pub(crate) fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, |k| k.len())
-            + self.value.len()
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        strait_records::encoded_len(
+            self.key.as_ref().map(Bytes::len),
+            self.value.len(),
+            &self.headers,
+        )
     }
 
-    pub(crate) fn to_wire(&self) -> v1::Record {
-        v1::Record {
-            key: self.key.clone(),
-            value: self.value.clone(),
-            timestamp_ms: self.timestamp_ms.unwrap_or(0),
-            headers: self
-                .headers
-                .iter()
-                .map(|(key, value)| v1::Header {
-                    key: key.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
+    /// Refuses what the batch encoding cannot hold (before it reaches a batch).
+    pub(crate) fn check(&self) -> Result<(), crate::ClientError> {
+        let too_large = |what: &str| Err(crate::ClientError::RecordTooLarge(what.to_string()));
+        if self.headers.len() > usize::from(u16::MAX) {
+            return too_large("a record holds at most 65,535 headers");
         }
+        if self
+            .headers
+            .iter()
+            .any(|(name, _)| name.len() > usize::from(u16::MAX))
+        {
+            return too_large("header names are at most 65,535 bytes");
+        }
+        if self.size() > u32::MAX as usize {
+            return too_large("a record is at most 4 GiB");
+        }
+        Ok(())
+    }
+
+    /// Appends the record to a batch (timestamp 0: the leader stamps its append time).
+    pub(crate) fn encode(&self, batch: &mut strait_records::BatchBuilder) {
+        batch.push(
+            self.timestamp_ms.unwrap_or(0),
+            self.key.as_deref(),
+            &self.value,
+            &self.headers,
+        );
     }
 }
 
@@ -92,15 +104,20 @@ pub struct ConsumedRecord {
 }
 
 impl ConsumedRecord {
-    pub(crate) fn from_wire(topic: &str, partition: u32, r: v1::FetchedRecord) -> Self {
+    pub(crate) fn from_batch(
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        r: strait_records::Record,
+    ) -> Self {
         ConsumedRecord {
             topic: topic.to_string(),
             partition,
-            offset: r.offset,
+            offset,
             key: r.key,
             value: r.value,
             timestamp_ms: r.timestamp_ms,
-            headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+            headers: r.headers,
         }
     }
 }

@@ -8,7 +8,8 @@ use strait_client::{ClientError, ErrorCode, OffsetSpec, PartitionConsumer, Produ
 use strait_proto::internal::RaftMessage;
 use strait_proto::internal::raft_transport_client::RaftTransportClient;
 use strait_proto::v1::strait_client::StraitClient;
-use strait_proto::v1::{ErrorDetail, ProduceRequest, Record};
+use strait_proto::v1::{ErrorDetail, ProduceRequest};
+use strait_records::BatchBuilder;
 use strait_tests::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,14 +108,14 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
     let leader_addr = cluster.addrs()[(leader - 1) as usize].clone();
     let follower_addr = cluster.addrs()[(leader % 3) as usize].clone();
     let mut follower = StraitClient::connect(format!("http://{follower_addr}")).await?;
+    let mut batch = BatchBuilder::default();
+    batch.push(0, None, b"misrouted", &[]);
     let status = follower
         .produce(ProduceRequest {
             topic: "good".into(),
             partition: 0,
-            records: vec![Record {
-                value: Bytes::from_static(b"misrouted"),
-                ..Default::default()
-            }],
+            records: batch.finish(),
+            record_count: 1,
             timeout_ms: 0,
         })
         .await
@@ -123,6 +124,40 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
     assert_eq!(detail.code, ErrorCode::NotLeader as i32, "{status:?}");
     assert_eq!(detail.leader_id, Some(leader));
     assert_eq!(detail.leader_addr, leader_addr);
+
+    // Malformed record batches sent straight to the leader are refused, whole.
+    let mut leader_rpc = StraitClient::connect(format!("http://{leader_addr}")).await?;
+    let mut one = BatchBuilder::default();
+    one.push(0, Some(b"k"), b"v", &[]);
+    let one = one.finish();
+    let mut truncated = one.to_vec();
+    truncated.pop();
+    let mut lying_length = one.to_vec();
+    lying_length[0] = 0xff;
+    for (what, records, record_count) in [
+        ("garbage", Bytes::from_static(b"\x01\x02\x03"), 1),
+        ("empty", Bytes::new(), 0),
+        ("truncated", Bytes::from(truncated), 1),
+        ("length past the end", Bytes::from(lying_length), 1),
+        ("count mismatch", one.clone(), 2),
+    ] {
+        let status = leader_rpc
+            .produce(ProduceRequest {
+                topic: "good".into(),
+                partition: 0,
+                records,
+                record_count,
+                timeout_ms: 0,
+            })
+            .await
+            .expect_err(what);
+        let detail = ErrorDetail::decode(status.details())?;
+        assert_eq!(
+            detail.code,
+            ErrorCode::InvalidRequest as i32,
+            "{what}: {status:?}"
+        );
+    }
 
     // A peer sending garbage on the Raft transport is refused, not obeyed.
     let mut raft = RaftTransportClient::connect(format!("http://{}", cluster.addrs()[0])).await?;

@@ -13,14 +13,16 @@ use std::ops::RangeBounds;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use bytes::Bytes;
 use openraft::alias::{LogIdOf, VoteOf};
 use openraft::entry::RaftEntry;
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{EntryPayload, LogId, OptionalSend};
+use strait_records::RecordBatch;
 
 use super::state_machine::InstalledOffset;
-use super::types::{PartitionCommand, PartitionRaftConfig as C, StoredRecord};
+use super::types::{PartitionCommand, PartitionRaftConfig as C};
 use crate::storage::partition_log::format::EntryKind;
 use crate::storage::partition_log::log::{NewEntry, PartitionLog};
 use crate::storage::partition_log::segment::StoredBatch;
@@ -126,26 +128,23 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The batch fields and payload bytes of an entry.
-fn to_batch(entry: &Entry) -> io::Result<(EntryKind, u32, i64, i64, Vec<u8>)> {
+/// The batch fields and payload bytes of an entry: a record batch is stored as the
+/// bytes it arrived in.
+fn to_batch(entry: &Entry) -> io::Result<(EntryKind, u32, i64, i64, Bytes)> {
     Ok(match &entry.payload {
-        EntryPayload::Blank => (EntryKind::Blank, 0, 0, 0, Vec::new()),
-        EntryPayload::Normal(PartitionCommand::Append { records }) => {
-            let first = records.iter().map(|r| r.timestamp_ms).min().unwrap_or(0);
-            let max = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
-            (
-                EntryKind::Records,
-                records.len() as u32,
-                first,
-                max,
-                encode(records)?,
-            )
-        }
+        EntryPayload::Blank => (EntryKind::Blank, 0, 0, 0, Bytes::new()),
+        EntryPayload::Normal(PartitionCommand::Append { batch }) => (
+            EntryKind::Records,
+            batch.count(),
+            batch.first_timestamp(),
+            batch.max_timestamp(),
+            batch.bytes().clone(),
+        ),
         EntryPayload::Membership(membership) => {
-            (EntryKind::Membership, 0, 0, 0, encode(membership)?)
+            (EntryKind::Membership, 0, 0, 0, encode(membership)?.into())
         }
         EntryPayload::Normal(command @ PartitionCommand::Retain { .. }) => {
-            (EntryKind::Control, 0, 0, 0, encode(command)?)
+            (EntryKind::Control, 0, 0, 0, encode(command)?.into())
         }
     })
 }
@@ -162,21 +161,15 @@ fn to_entry(batch: &StoredBatch) -> io::Result<Entry> {
     );
     let payload = match h.kind {
         EntryKind::Blank => EntryPayload::Blank,
-        EntryKind::Records => {
-            let records: Vec<StoredRecord> = decode(&batch.payload)?;
-            if records.len() != h.record_count as usize {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "entry {} holds {} records, its header says {}",
-                        h.index,
-                        records.len(),
-                        h.record_count
-                    ),
-                ));
-            }
-            EntryPayload::Normal(PartitionCommand::Append { records })
-        }
+        // The frame's CRC vouches for the bytes, checked when they arrived.
+        EntryKind::Records => EntryPayload::Normal(PartitionCommand::Append {
+            batch: RecordBatch::from_stored(
+                batch.payload.clone(),
+                h.record_count,
+                h.first_timestamp,
+                h.max_timestamp,
+            ),
+        }),
         EntryKind::Membership => EntryPayload::Membership(decode(&batch.payload)?),
         EntryKind::Control => EntryPayload::Normal(decode(&batch.payload)?),
     };

@@ -11,6 +11,5 @@ pub mod types;
 
 pub use log_store::PartitionLogStore;
 pub use registry::PartitionRegistry;
-pub use replica::{FetchedBatch, Limits, PartitionReplica};
+pub use replica::{Fetched, Limits, PartitionReplica};
 pub use state_machine::PartitionStateMachine;
-pub use types::StoredRecord;

@@ -6,19 +6,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Instant as _, ServerState};
+use strait_records::{BatchError, RecordBatch};
 
 use super::recovery::RecoveryGate;
 use super::state_machine::Positions;
-use super::types::{
-    PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply, StoredRecord,
-};
+use super::types::{PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply};
 use crate::controller::topic_config::{Flush, TopicConfig};
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::MetadataCache;
-use crate::storage::decode;
+use crate::storage::partition_log::format::EntryKind;
 use crate::storage::partition_log::log::{PartitionLog, RollPolicy};
 
 /// Size limits applied to produce and fetch.
@@ -45,10 +45,12 @@ const ISR_MAX_SILENCE: Duration = Duration::from_secs(3);
 /// a new leader.
 const QUORUM_SILENCE: Duration = Duration::from_millis(2400);
 
-/// Records read from the log, starting at the requested offset.
+/// Committed record batches read from the log, the first starting at the requested
+/// offset.
 #[derive(Debug, Default)]
-pub struct FetchedBatch {
-    pub records: Vec<(u64, StoredRecord)>,
+pub struct Fetched {
+    /// Base offset and records of each batch.
+    pub batches: Vec<(u64, RecordBatch)>,
     pub high_watermark: u64,
     pub log_start_offset: u64,
 }
@@ -129,36 +131,35 @@ impl PartitionReplica {
     /// durably and they are committed.
     pub async fn produce(
         &self,
-        records: Vec<StoredRecord>,
+        records: Bytes,
+        record_count: u32,
+        append_time_ms: i64,
         timeout: Option<Duration>,
     ) -> Result<u64, BrokerError> {
-        if records.is_empty() {
-            return Err(BrokerError::InvalidRequest(
-                "a produce request needs at least one record".into(),
-            ));
-        }
-        let mut total = 0usize;
-        for record in &records {
-            let size = record.size();
-            if size > self.limits.max_record_bytes {
-                return Err(BrokerError::RecordTooLarge(format!(
-                    "record of {size} bytes exceeds max-record-bytes {}",
-                    self.limits.max_record_bytes
-                )));
-            }
-            total += size;
-        }
-        if total > self.limits.max_request_bytes {
+        if records.len() > self.limits.max_request_bytes {
             return Err(BrokerError::RecordTooLarge(format!(
-                "produce request of {total} bytes exceeds max-request-bytes {}",
+                "produce request of {} bytes exceeds max-request-bytes {}",
+                records.len(),
                 self.limits.max_request_bytes
             )));
         }
+        let batch = RecordBatch::parse_counted(records, record_count, self.limits.max_record_bytes)
+            .map_err(|err| match err {
+                BatchError::RecordTooLarge { size, .. } => BrokerError::RecordTooLarge(format!(
+                    "record of {size} bytes exceeds max-record-bytes {}",
+                    self.limits.max_record_bytes
+                )),
+                BatchError::Empty => BrokerError::InvalidRequest(
+                    "a produce request needs at least one record".into(),
+                ),
+                other => BrokerError::InvalidRequest(format!("malformed record batch: {other}")),
+            })?
+            .stamp_append_time(append_time_ms);
         self.ensure_leader()?;
         let timeout = timeout
             .unwrap_or(self.limits.produce_timeout)
             .min(MAX_PRODUCE_TIMEOUT);
-        let write = self.raft.client_write(PartitionCommand::Append { records });
+        let write = self.raft.client_write(PartitionCommand::Append { batch });
         match tokio::time::timeout(timeout, write).await {
             Err(_) => Err(BrokerError::Timeout(format!(
                 "no majority acknowledged within {} ms; the records may or may not be written",
@@ -204,12 +205,24 @@ impl PartitionReplica {
                 None => None,
             }
         };
-        let Some(batch) = batch else { return Ok(None) };
-        let records: Vec<StoredRecord> = decode(&batch.payload)?;
-        let found = records
-            .iter()
-            .position(|r| r.timestamp_ms >= timestamp_ms)
-            .map(|i| batch.header.base_offset + i as u64);
+        let Some(batch) = batch.filter(|b| b.header.kind == EntryKind::Records) else {
+            return Ok(None);
+        };
+        let h = &batch.header;
+        let records = RecordBatch::from_stored(
+            batch.payload,
+            h.record_count,
+            h.first_timestamp,
+            h.max_timestamp,
+        );
+        let mut found = None;
+        for (i, record) in records.records().enumerate() {
+            let record = record.map_err(|e| damaged(h.base_offset, &e))?;
+            if record.timestamp_ms >= timestamp_ms {
+                found = Some(h.base_offset + i as u64);
+                break;
+            }
+        }
         Ok(found.filter(|offset| *offset < high_watermark))
     }
 
@@ -255,7 +268,7 @@ impl PartitionReplica {
         offset: u64,
         max_bytes: usize,
         max_wait: Duration,
-    ) -> Result<FetchedBatch, BrokerError> {
+    ) -> Result<Fetched, BrokerError> {
         self.ensure_leader()?;
         let max_bytes = max_bytes.clamp(1, MAX_FETCH_BYTES);
         let mut high_watermark = self.high_watermark();
@@ -282,8 +295,10 @@ impl PartitionReplica {
         self.read_committed(offset, max_bytes)
     }
 
-    /// Records from `offset` below the high watermark, read from the segments.
-    fn read_committed(&self, offset: u64, max_bytes: usize) -> Result<FetchedBatch, BrokerError> {
+    /// Batches from `offset` below the high watermark, read from the segments; the
+    /// first is cut to start at `offset`. Up to `max_bytes`: whole batches, or the first
+    /// records of the first batch when it alone is larger (at least one record).
+    fn read_committed(&self, offset: u64, max_bytes: usize) -> Result<Fetched, BrokerError> {
         let high_watermark = self.high_watermark();
         let (batches, log_start_offset) = {
             let log = self.log.read().unwrap_or_else(|e| e.into_inner());
@@ -292,30 +307,46 @@ impl PartitionReplica {
                 self.log_start_in(&log),
             )
         };
-        let mut fetched = FetchedBatch {
-            records: Vec::new(),
+        let mut fetched = Fetched {
+            batches: Vec::new(),
             high_watermark,
             log_start_offset,
         };
         let mut bytes = 0usize;
-        for batch in batches {
-            let base = batch.header.base_offset;
-            if base >= high_watermark {
+        for stored in batches {
+            let h = &stored.header;
+            let end = h.base_offset + u64::from(h.record_count);
+            if h.kind != EntryKind::Records || end <= offset {
+                continue;
+            }
+            // Batches commit whole: one that starts below the high watermark ends there.
+            if h.base_offset >= high_watermark {
                 break;
             }
-            let records: Vec<StoredRecord> = decode(&batch.payload)?;
-            for (i, record) in records.into_iter().enumerate() {
-                let record_offset = base + i as u64;
-                if record_offset < offset {
-                    continue;
-                }
-                if record_offset >= high_watermark
-                    || (bytes > 0 && bytes + record.size() > max_bytes)
-                {
-                    return Ok(fetched);
-                }
-                bytes += record.size();
-                fetched.records.push((record_offset, record));
+            let mut batch = RecordBatch::from_stored(
+                stored.payload,
+                h.record_count,
+                h.first_timestamp,
+                h.max_timestamp,
+            );
+            let mut base = h.base_offset;
+            if base < offset {
+                batch = batch.skip((offset - base) as u32);
+                base = offset;
+            }
+            if bytes > 0 && bytes + batch.len() > max_bytes {
+                break;
+            }
+            let full = bytes + batch.len() > max_bytes;
+            if full {
+                // The first batch alone is over: as many of its records as fit (one at
+                // least).
+                batch = batch.truncate_to(max_bytes);
+            }
+            bytes += batch.len();
+            fetched.batches.push((base, batch));
+            if full {
+                break;
             }
         }
         Ok(fetched)
@@ -452,4 +483,11 @@ pub(super) fn roll_policy(config: &TopicConfig) -> RollPolicy {
         segment_bytes: config.segment_bytes,
         segment_ms: config.segment_ms,
     }
+}
+
+/// A stored record batch that does not parse (its CRC matched: a bug, not bit rot).
+fn damaged(base_offset: u64, err: &BatchError) -> BrokerError {
+    BrokerError::Internal(format!(
+        "stored batch at offset {base_offset} is malformed: {err}"
+    ))
 }

@@ -127,9 +127,9 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let reply = match entry.payload {
                 EntryPayload::Blank => PartitionReply::Nothing,
-                EntryPayload::Normal(PartitionCommand::Append { records }) => {
+                EntryPayload::Normal(PartitionCommand::Append { batch }) => {
                     let base_offset = high_watermark;
-                    high_watermark += records.len() as u64;
+                    high_watermark += u64::from(batch.count());
                     PartitionReply::Appended { base_offset }
                 }
                 EntryPayload::Normal(PartitionCommand::Retain { log_start_offset }) => {

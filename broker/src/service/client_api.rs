@@ -6,11 +6,11 @@ use std::time::Duration;
 use strait_proto::v1::strait_server::Strait;
 use strait_proto::v1::{
     FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse,
+    MetadataResponse, ProduceRequest, ProduceResponse, RecordBatch,
 };
 use tonic::{Request, Response, Status};
 
-use super::convert::{broker_metadata, fetched_record, now_ms, stored_record, topic_metadata};
+use super::convert::{broker_metadata, now_ms, topic_metadata};
 use super::status::to_status;
 use crate::controller::Controller;
 use crate::controller::topic_config::TopicConfig;
@@ -71,14 +71,12 @@ impl Strait for ClientApi {
             .get(&request.topic, request.partition)
             .map_err(to_status)?;
         let append_time = now_ms();
-        let records = request
-            .records
-            .into_iter()
-            .map(|r| stored_record(r, append_time))
-            .collect();
         let timeout =
             (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms.into()));
-        let base_offset = replica.produce(records, timeout).await.map_err(to_status)?;
+        let base_offset = replica
+            .produce(request.records, request.record_count, append_time, timeout)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(ProduceResponse {
             base_offset,
             log_append_time_ms: append_time as u64,
@@ -95,7 +93,7 @@ impl Strait for ClientApi {
             .partitions
             .get(&request.topic, request.partition)
             .map_err(to_status)?;
-        let batch = replica
+        let fetched = replica
             .fetch(
                 request.offset,
                 request.max_bytes as usize,
@@ -104,13 +102,17 @@ impl Strait for ClientApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(FetchResponse {
-            records: batch
-                .records
+            batches: fetched
+                .batches
                 .into_iter()
-                .map(|(offset, record)| fetched_record(offset, record))
+                .map(|(base_offset, batch)| RecordBatch {
+                    base_offset,
+                    record_count: batch.count(),
+                    records: batch.into_bytes(),
+                })
                 .collect(),
-            high_watermark: batch.high_watermark,
-            log_start_offset: batch.log_start_offset,
+            high_watermark: fetched.high_watermark,
+            log_start_offset: fetched.log_start_offset,
         }))
     }
 

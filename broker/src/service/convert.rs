@@ -6,44 +6,11 @@ use strait_proto::v1;
 
 use crate::controller::state::{ClusterState, TopicRecord};
 use crate::controller::topic_config::TopicConfig;
-use crate::partition::StoredRecord;
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Converts produced records; a zero timestamp becomes the leader's append time.
-pub fn stored_record(record: v1::Record, append_time_ms: i64) -> StoredRecord {
-    StoredRecord {
-        key: record.key,
-        value: record.value,
-        timestamp_ms: if record.timestamp_ms == 0 {
-            append_time_ms
-        } else {
-            record.timestamp_ms
-        },
-        headers: record
-            .headers
-            .into_iter()
-            .map(|h| (h.key, h.value))
-            .collect(),
-    }
-}
-
-pub fn fetched_record(offset: u64, record: StoredRecord) -> v1::FetchedRecord {
-    v1::FetchedRecord {
-        offset,
-        key: record.key,
-        value: record.value,
-        timestamp_ms: record.timestamp_ms,
-        headers: record
-            .headers
-            .into_iter()
-            .map(|(key, value)| v1::Header { key, value })
-            .collect(),
-    }
 }
 
 /// A topic as clients see it: leaders are only published while their broker is alive.

@@ -5,6 +5,7 @@
 //! segment opens from its index file when that is intact and current (see
 //! [`super::index_file`]); reads verify every frame's CRC either way.
 
+use bytes::Bytes;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, Read};
 use std::os::unix::fs::FileExt;
@@ -35,7 +36,8 @@ pub struct Recovery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredBatch {
     pub header: BatchHeader,
-    pub payload: Vec<u8>,
+    /// A slice of the frame read from the file (no further copy).
+    pub payload: Bytes,
 }
 
 #[derive(Debug)]
@@ -326,15 +328,12 @@ impl Segment {
         }
         let mut frame = vec![0u8; 5 + length];
         self.file.read_exact_at(&mut frame, position)?;
+        let frame = Bytes::from(frame);
         let (header, payload, total) =
             decode_batch(&frame).map_err(|e| corrupt(&self.path, position, &e.to_string()))?;
-        Ok((
-            StoredBatch {
-                header,
-                payload: payload.to_vec(),
-            },
-            position + total as u64,
-        ))
+        // The payload ends the frame.
+        let payload = frame.slice(total - payload.len()..total);
+        Ok((StoredBatch { header, payload }, position + total as u64))
     }
 
     /// Reads batches from `position` while `keep` accepts them, up to `max_bytes`

@@ -109,7 +109,7 @@ fn truncation_drops_the_suffix_and_survives_reopen() {
     );
     let got = segment.read_indexes(41, 100, usize::MAX).expect("read");
     assert_eq!(got.len(), 2);
-    assert_eq!(got[1].payload, b"new 42");
+    assert_eq!(got[1].payload, &b"new 42"[..]);
     // Truncating everything leaves an empty segment.
     let (mut segment, _) = Segment::open(&path, 0).expect("open");
     segment.truncate_after(0).expect("truncate");

@@ -1,0 +1,525 @@
+//! The record batch: the one encoding of a run of records, from the producer that builds
+//! it, through the produce request, the Raft entry, the segment file and replication,
+//! to the fetch response the consumer reads. Nobody on the way re-encodes it: the
+//! broker checks it once ([`RecordBatch::parse`]) and from then on moves the bytes.
+//!
+//! A batch is its records back to back, each (little-endian):
+//!
+//! ```text
+//! u32 body length (the bytes after this field)
+//! i64 timestamp (ms since the epoch; 0 asks the leader to stamp its append time)
+//! u32 key length + 1 (0: no key), key
+//! u32 value length, value
+//! u16 header count, then per header: u16 name length, name (UTF-8), u32 value length, value
+//! ```
+//!
+//! Parsing never trusts its input: every length is checked against what is left, and a
+//! batch must end exactly where its last record does.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Bytes a record adds beside its key, value and headers (length, timestamp, key
+/// length, value length, header count).
+pub const RECORD_OVERHEAD_BYTES: usize = 4 + 8 + 4 + 4 + 2;
+/// Bytes a header adds beside its name and value.
+const HEADER_OVERHEAD_BYTES: usize = 2 + 4;
+
+/// Why bytes are not a valid record batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    #[error("a record batch needs at least one record")]
+    Empty,
+    #[error("record {record}: {what}")]
+    Malformed { record: u32, what: &'static str },
+    #[error("record {record} is {size} bytes, over the limit of {limit}")]
+    RecordTooLarge {
+        record: u32,
+        size: usize,
+        limit: usize,
+    },
+    #[error("the batch says {declared} records but holds {found}")]
+    CountMismatch { declared: u32, found: u32 },
+    #[error("a record batch holds at most {} records", u32::MAX)]
+    TooManyRecords,
+}
+
+/// A checked run of records, sharing the buffer it was parsed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordBatch {
+    bytes: Bytes,
+    count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+}
+
+/// One record of a batch; key, value and header values share the batch's buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub timestamp_ms: i64,
+    pub key: Option<Bytes>,
+    pub value: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+}
+
+impl RecordBatch {
+    /// Checks `bytes` as a batch of records, none over `max_record_bytes` encoded.
+    pub fn parse(bytes: Bytes, max_record_bytes: usize) -> Result<RecordBatch, BatchError> {
+        let mut count = 0u32;
+        let (mut first, mut max) = (i64::MAX, i64::MIN);
+        let mut at = 0usize;
+        while at < bytes.len() {
+            let end = record_end(&bytes, at, count)?;
+            if end - at > max_record_bytes {
+                return Err(BatchError::RecordTooLarge {
+                    record: count,
+                    size: end - at,
+                    limit: max_record_bytes,
+                });
+            }
+            check_body(&bytes[at + 4..end], count)?;
+            let ts = read_i64(&bytes, at + 4);
+            first = first.min(ts);
+            max = max.max(ts);
+            count = count.checked_add(1).ok_or(BatchError::TooManyRecords)?;
+            at = end;
+        }
+        if count == 0 {
+            return Err(BatchError::Empty);
+        }
+        Ok(RecordBatch {
+            bytes,
+            count,
+            first_timestamp: first,
+            max_timestamp: max,
+        })
+    }
+
+    /// Like [`RecordBatch::parse`], and the batch must hold `declared` records.
+    pub fn parse_counted(
+        bytes: Bytes,
+        declared: u32,
+        max_record_bytes: usize,
+    ) -> Result<RecordBatch, BatchError> {
+        let batch = RecordBatch::parse(bytes, max_record_bytes)?;
+        if batch.count != declared {
+            return Err(BatchError::CountMismatch {
+                declared,
+                found: batch.count,
+            });
+        }
+        Ok(batch)
+    }
+
+    /// A batch read back from storage that checked it (CRC) when it was written: its
+    /// count and timestamps come from the stored header. Reading a damaged one yields
+    /// errors, never a panic.
+    pub fn from_stored(
+        bytes: Bytes,
+        count: u32,
+        first_timestamp: i64,
+        max_timestamp: i64,
+    ) -> RecordBatch {
+        RecordBatch {
+            bytes,
+            count,
+            first_timestamp,
+            max_timestamp,
+        }
+    }
+
+    /// The encoded records.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    pub fn into_bytes(self) -> Bytes {
+        self.bytes
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Encoded size in bytes.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn first_timestamp(&self) -> i64 {
+        self.first_timestamp
+    }
+
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// Gives every record with timestamp 0 the time `append_time_ms` (copies the batch
+    /// only when one needs it).
+    pub fn stamp_append_time(self, append_time_ms: i64) -> RecordBatch {
+        if self.first_timestamp != 0 {
+            return self;
+        }
+        let mut buf = BytesMut::from(&self.bytes[..]);
+        let (mut first, mut max) = (i64::MAX, i64::MIN);
+        for (start, end) in self.spans() {
+            if end - start < 12 {
+                continue; // damaged (a stored batch is not re-parsed): no timestamp
+            }
+            let at = start + 4;
+            let mut ts = read_i64(&buf, at);
+            if ts == 0 {
+                ts = append_time_ms;
+                buf[at..at + 8].copy_from_slice(&ts.to_le_bytes());
+            }
+            first = first.min(ts);
+            max = max.max(ts);
+        }
+        RecordBatch {
+            bytes: buf.freeze(),
+            count: self.count,
+            first_timestamp: first,
+            max_timestamp: max,
+        }
+    }
+
+    /// The records from the `skip`-th on (a slice of the same buffer).
+    pub fn skip(&self, skip: u32) -> RecordBatch {
+        if skip == 0 {
+            return self.clone();
+        }
+        let from = self
+            .spans()
+            .nth(skip as usize)
+            .map_or(self.bytes.len(), |(start, _)| start);
+        RecordBatch {
+            bytes: self.bytes.slice(from..),
+            count: self.count.saturating_sub(skip),
+            // Bounds of the whole batch: still bounds of the part.
+            first_timestamp: self.first_timestamp,
+            max_timestamp: self.max_timestamp,
+        }
+    }
+
+    /// The first records, as many as fit in `max_bytes` but at least one (a slice of
+    /// the same buffer).
+    pub fn truncate_to(&self, max_bytes: usize) -> RecordBatch {
+        if self.bytes.len() <= max_bytes {
+            return self.clone();
+        }
+        let (mut end, mut count) = (0usize, 0u32);
+        for (_, record_end) in self.spans() {
+            if count > 0 && record_end > max_bytes {
+                break;
+            }
+            (end, count) = (record_end, count + 1);
+        }
+        RecordBatch {
+            bytes: self.bytes.slice(..end),
+            count,
+            first_timestamp: self.first_timestamp,
+            max_timestamp: self.max_timestamp,
+        }
+    }
+
+    /// The records, in order; a damaged batch ends with an error.
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            bytes: &self.bytes,
+            at: 0,
+            index: 0,
+        }
+    }
+
+    /// Where each record starts and ends, stopping at the first damaged length.
+    fn spans(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let mut at = 0usize;
+        let mut index = 0u32;
+        std::iter::from_fn(move || {
+            if at >= self.bytes.len() {
+                return None;
+            }
+            let end = record_end(&self.bytes, at, index).ok()?;
+            let start = at;
+            (at, index) = (end, index + 1);
+            Some((start, end))
+        })
+    }
+}
+
+/// Iterator over a batch's records.
+pub struct Records<'a> {
+    bytes: &'a Bytes,
+    at: usize,
+    index: u32,
+}
+
+impl Iterator for Records<'_> {
+    type Item = Result<Record, BatchError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.at >= self.bytes.len() {
+            return None;
+        }
+        let record = read_record(self.bytes, self.at, self.index);
+        match &record {
+            Ok((_, end)) => self.at = *end,
+            // Stop after reporting the damage.
+            Err(_) => self.at = self.bytes.len(),
+        }
+        self.index += 1;
+        Some(record.map(|(record, _)| record))
+    }
+}
+
+/// Builds a batch; the producer's side of the encoding.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    buf: BytesMut,
+    count: u32,
+}
+
+impl BatchBuilder {
+    pub fn with_capacity(bytes: usize) -> BatchBuilder {
+        BatchBuilder {
+            buf: BytesMut::with_capacity(bytes),
+            count: 0,
+        }
+    }
+
+    /// Appends one record. Panics if a key, value or header is over 4 GiB, a header
+    /// name over 64 KiB or there are more than 65,535 headers: callers bound records
+    /// far below that (see [`encoded_len`]).
+    pub fn push(
+        &mut self,
+        timestamp_ms: i64,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: &[(String, Bytes)],
+    ) {
+        let len = encoded_len(key.map(<[u8]>::len), value.len(), headers);
+        self.buf.reserve(len);
+        self.buf.put_u32_le(to_u32(len - 4));
+        self.buf.put_i64_le(timestamp_ms);
+        match key {
+            Some(key) => {
+                self.buf.put_u32_le(to_u32(key.len() + 1));
+                self.buf.put_slice(key);
+            }
+            None => self.buf.put_u32_le(0),
+        }
+        self.buf.put_u32_le(to_u32(value.len()));
+        self.buf.put_slice(value);
+        let header_count = u16::try_from(headers.len()).expect("at most 65,535 headers");
+        self.buf.put_u16_le(header_count);
+        for (name, value) in headers {
+            let name_len = u16::try_from(name.len()).expect("header names under 64 KiB");
+            self.buf.put_u16_le(name_len);
+            self.buf.put_slice(name.as_bytes());
+            self.buf.put_u32_le(to_u32(value.len()));
+            self.buf.put_slice(value);
+        }
+        self.count += 1;
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// Encoded bytes so far.
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The encoded records, for a produce request (with [`BatchBuilder::count`]).
+    pub fn finish(self) -> Bytes {
+        self.buf.freeze()
+    }
+}
+
+/// Bytes a record with these parts occupies in a batch.
+pub fn encoded_len(key: Option<usize>, value: usize, headers: &[(String, Bytes)]) -> usize {
+    RECORD_OVERHEAD_BYTES
+        + key.unwrap_or(0)
+        + value
+        + headers
+            .iter()
+            .map(|(n, v)| HEADER_OVERHEAD_BYTES + n.len() + v.len())
+            .sum::<usize>()
+}
+
+fn to_u32(n: usize) -> u32 {
+    u32::try_from(n).expect("record parts are under 4 GiB")
+}
+
+fn read_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn read_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn read_i64(b: &[u8], at: usize) -> i64 {
+    let mut v = [0u8; 8];
+    v.copy_from_slice(&b[at..at + 8]);
+    i64::from_le_bytes(v)
+}
+
+/// The end of the record starting at `at` (its length field checked against the batch).
+fn record_end(bytes: &[u8], at: usize, record: u32) -> Result<usize, BatchError> {
+    let malformed = |what| BatchError::Malformed { record, what };
+    if bytes.len() - at < 4 {
+        return Err(malformed("truncated length"));
+    }
+    let body = read_u32(bytes, at) as usize;
+    if body > bytes.len() - at - 4 {
+        return Err(malformed("length runs past the batch"));
+    }
+    Ok(at + 4 + body)
+}
+
+/// A cursor over one record's body that refuses to read past it.
+struct Body<'a> {
+    b: &'a [u8],
+    at: usize,
+    record: u32,
+}
+
+impl Body<'_> {
+    fn take(&mut self, n: usize, what: &'static str) -> Result<std::ops::Range<usize>, BatchError> {
+        if self.b.len() - self.at < n {
+            return Err(BatchError::Malformed {
+                record: self.record,
+                what,
+            });
+        }
+        let range = self.at..self.at + n;
+        self.at += n;
+        Ok(range)
+    }
+
+    fn u16(&mut self, what: &'static str) -> Result<usize, BatchError> {
+        let r = self.take(2, what)?;
+        Ok(read_u16(self.b, r.start) as usize)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<usize, BatchError> {
+        let r = self.take(4, what)?;
+        Ok(read_u32(self.b, r.start) as usize)
+    }
+}
+
+/// The parts of a record body: timestamp, key, value and header ranges (relative to
+/// the body).
+struct Parts {
+    key: Option<std::ops::Range<usize>>,
+    value: std::ops::Range<usize>,
+    headers: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+fn split_body(body: &[u8], record: u32, keep_headers: bool) -> Result<Parts, BatchError> {
+    let mut c = Body {
+        b: body,
+        at: 0,
+        record,
+    };
+    c.take(8, "truncated timestamp")?;
+    let key = match c.u32("truncated key length")? {
+        0 => None,
+        n => Some(c.take(n - 1, "key runs past the record")?),
+    };
+    let value_len = c.u32("truncated value length")?;
+    let value = c.take(value_len, "value runs past the record")?;
+    let count = c.u16("truncated header count")?;
+    let mut headers = Vec::with_capacity(if keep_headers { count } else { 0 });
+    for _ in 0..count {
+        let name_len = c.u16("truncated header name length")?;
+        let name = c.take(name_len, "header name runs past the record")?;
+        if std::str::from_utf8(&body[name.clone()]).is_err() {
+            return Err(BatchError::Malformed {
+                record,
+                what: "header name is not UTF-8",
+            });
+        }
+        let value_len = c.u32("truncated header value length")?;
+        let value = c.take(value_len, "header value runs past the record")?;
+        if keep_headers {
+            headers.push((name, value));
+        }
+    }
+    if c.at != body.len() {
+        return Err(BatchError::Malformed {
+            record,
+            what: "bytes after the last header",
+        });
+    }
+    Ok(Parts {
+        key,
+        value,
+        headers,
+    })
+}
+
+fn check_body(body: &[u8], record: u32) -> Result<(), BatchError> {
+    split_body(body, record, false).map(|_| ())
+}
+
+fn read_record(bytes: &Bytes, at: usize, record: u32) -> Result<(Record, usize), BatchError> {
+    let end = record_end(bytes, at, record)?;
+    let body = bytes.slice(at + 4..end);
+    let parts = split_body(&body, record, true)?;
+    let headers = parts
+        .headers
+        .into_iter()
+        .map(|(name, value)| {
+            // Checked UTF-8 in split_body.
+            let name = String::from_utf8_lossy(&body[name]).into_owned();
+            (name, body.slice(value))
+        })
+        .collect();
+    Ok((
+        Record {
+            timestamp_ms: read_i64(&body, 0),
+            key: parts.key.map(|k| body.slice(k)),
+            value: body.slice(parts.value),
+            headers,
+        },
+        end,
+    ))
+}
+
+mod serde_impl {
+    //! Raft entries carry batches between brokers: a batch travels as its bytes and is
+    //! parsed again on arrival (the sending peer is not trusted).
+
+    use bytes::Bytes;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::RecordBatch;
+
+    impl Serialize for RecordBatch {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(&self.bytes)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for RecordBatch {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            let bytes = Bytes::deserialize(d)?;
+            // Size limits were applied by the leader; here only the structure counts.
+            RecordBatch::parse(bytes, usize::MAX).map_err(D::Error::custom)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

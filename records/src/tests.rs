@@ -1,0 +1,139 @@
+use bytes::Bytes;
+
+use super::*;
+
+fn sample() -> Bytes {
+    let mut b = BatchBuilder::default();
+    b.push(5, Some(b"k1"), b"v1", &[]);
+    b.push(0, None, b"", &[("h".to_string(), Bytes::from_static(b"x"))]);
+    b.push(7, Some(b""), b"value three", &[]);
+    b.finish()
+}
+
+#[test]
+fn round_trips_every_part() {
+    let batch = RecordBatch::parse(sample(), 1024).unwrap();
+    assert_eq!(batch.count(), 3);
+    assert_eq!((batch.first_timestamp(), batch.max_timestamp()), (0, 7));
+    let records: Vec<Record> = batch.records().collect::<Result<_, _>>().unwrap();
+    assert_eq!(records[0].key.as_deref(), Some(&b"k1"[..]));
+    assert_eq!(records[0].value, Bytes::from_static(b"v1"));
+    assert_eq!(records[1].key, None);
+    assert_eq!(
+        records[1].headers,
+        vec![("h".into(), Bytes::from_static(b"x"))]
+    );
+    assert_eq!(records[2].key.as_deref(), Some(&b""[..]));
+    assert_eq!(records[2].timestamp_ms, 7);
+}
+
+#[test]
+fn every_truncation_and_extension_is_refused() {
+    let bytes = sample();
+    for len in 0..bytes.len() {
+        assert!(
+            RecordBatch::parse(bytes.slice(..len), 1024).is_err() || len == 0 || {
+                // A cut exactly between records is a valid, shorter batch.
+                RecordBatch::parse(bytes.slice(..len), 1024)
+                    .unwrap()
+                    .count()
+                    < 3
+            },
+            "cut at {len}"
+        );
+    }
+    let mut longer = bytes.to_vec();
+    longer.push(0);
+    assert!(RecordBatch::parse(Bytes::from(longer), 1024).is_err());
+    assert_eq!(
+        RecordBatch::parse(Bytes::new(), 1024),
+        Err(BatchError::Empty)
+    );
+}
+
+#[test]
+fn damaged_lengths_never_panic() {
+    let bytes = sample();
+    for i in 0..bytes.len() {
+        for v in [0u8, 1, 0x7f, 0xff] {
+            let mut damaged = bytes.to_vec();
+            damaged[i] = v;
+            let damaged = Bytes::from(damaged);
+            let _ = RecordBatch::parse(damaged.clone(), 1024);
+            // A stored batch is read without parsing: iterating it must not panic either.
+            let stored = RecordBatch::from_stored(damaged.clone(), 3, 0, 7);
+            let _ = stored.records().count();
+            let _ = stored.skip(2).records().count();
+            let _ = stored.stamp_append_time(9);
+            // Also cut short, so that damaged lengths reach the end of the buffer.
+            for len in [damaged.len() - 1, damaged.len() / 2] {
+                let cut = RecordBatch::from_stored(damaged.slice(..len), 3, 0, 7);
+                let _ = cut.records().count();
+                let _ = cut.stamp_append_time(9);
+            }
+        }
+    }
+}
+
+#[test]
+fn limits_counts_and_utf8() {
+    assert!(matches!(
+        RecordBatch::parse(sample(), 20),
+        Err(BatchError::RecordTooLarge { record: 0, .. })
+    ));
+    assert!(matches!(
+        RecordBatch::parse_counted(sample(), 2, 1024),
+        Err(BatchError::CountMismatch {
+            declared: 2,
+            found: 3
+        })
+    ));
+    let mut b = BatchBuilder::default();
+    b.push(1, None, b"", &[("n".to_string(), Bytes::new())]);
+    let mut bad = b.finish().to_vec();
+    let name_at = bad.len() - 4 - 1;
+    bad[name_at] = 0xff;
+    assert!(RecordBatch::parse(Bytes::from(bad), 1024).is_err());
+}
+
+#[test]
+fn stamping_and_skipping() {
+    let batch = RecordBatch::parse(sample(), 1024)
+        .unwrap()
+        .stamp_append_time(100);
+    let ts: Vec<i64> = batch.records().map(|r| r.unwrap().timestamp_ms).collect();
+    assert_eq!(ts, vec![5, 100, 7]);
+    assert_eq!((batch.first_timestamp(), batch.max_timestamp()), (5, 100));
+    let tail = batch.skip(2);
+    assert_eq!(tail.count(), 1);
+    let last = tail.records().next().unwrap().unwrap();
+    assert_eq!(last.value, Bytes::from_static(b"value three"));
+    assert_eq!(batch.skip(3).records().count(), 0);
+    let first_record = batch.records().next().unwrap().unwrap();
+    for (max, expect) in [
+        (0, 1),
+        (1, 1),
+        (40, 1),
+        (batch.len() - 1, 2),
+        (batch.len(), 3),
+    ] {
+        let head = batch.truncate_to(max);
+        assert_eq!(head.count(), expect, "max {max}");
+        assert_eq!(head.records().count(), expect as usize);
+        assert_eq!(head.records().next().unwrap().unwrap(), first_record);
+    }
+}
+
+#[test]
+fn travels_through_serde_and_is_checked_on_arrival() {
+    let batch = RecordBatch::parse(sample(), 1024).unwrap();
+    let wire = rmp_serde::to_vec(&batch).unwrap();
+    let back: RecordBatch = rmp_serde::from_slice(&wire).unwrap();
+    assert_eq!(back, batch);
+    let garbage = rmp_serde::to_vec(&serde_bytes_like(b"\x05\0\0\0abc")).unwrap();
+    assert!(rmp_serde::from_slice::<RecordBatch>(&garbage).is_err());
+}
+
+fn serde_bytes_like(b: &[u8]) -> Bytes {
+    Bytes::copy_from_slice(b)
+}
