@@ -9,9 +9,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
-use strait_client::{Client, ClientError, ProducerConfig, ProducerRecord};
+use strait_client::{
+    Client, ClientError, DeliveryFuture, ProducerConfig, ProducerRecord, partition_for_key,
+};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::stats::Latency;
 
@@ -98,6 +99,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
     let started = Instant::now();
     let deadline = args.duration.map(|s| started + Duration::from_secs(s));
     let progress = tokio::spawn(progress(acked.clone(), acked_bytes.clone()));
+    let partitions = client.topic(topic).await?.partitions.len().max(1) as u32;
     let mut tasks = Vec::new();
     for p in 0..producers {
         let quota = args.records / u64::from(producers)
@@ -110,16 +112,28 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
         let (args, topic) = (args.clone(), topic.to_string());
         let (acked, acked_bytes) = (acked.clone(), acked_bytes.clone());
         tasks.push(tokio::spawn(async move {
+            // A partition acknowledges its records in the order they were sent, so one
+            // task per partition awaits them in turn: each acknowledgement is seen as
+            // soon as it arrives, with no polling of thousands of futures.
+            let window = Arc::new(Semaphore::new(args.in_flight.max(1)));
+            let mut queues = Vec::new();
+            let mut waiters = Vec::new();
+            for _ in 0..partitions {
+                let (tx, rx) = mpsc::unbounded_channel();
+                queues.push(tx);
+                waiters.push(tokio::spawn(await_in_order(
+                    rx,
+                    Tally {
+                        latency: Latency::new(),
+                        bytes: 0,
+                        errors: 0,
+                        acked: acked.clone(),
+                        acked_bytes: acked_bytes.clone(),
+                    },
+                )));
+            }
             let per_producer_rate = args.rate / f64::from(producers);
             let sizes = args.record_sizes.clone().unwrap_or(vec![args.record_size]);
-            let mut tally = Tally {
-                latency: Latency::new(),
-                bytes: 0,
-                errors: 0,
-                acked,
-                acked_bytes,
-            };
-            let mut pending = FuturesUnordered::new();
             let mut sent = 0u64;
             let start = Instant::now();
             loop {
@@ -127,52 +141,61 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                     Some(deadline) => Instant::now() < deadline,
                     None => sent < quota,
                 };
-                if more && pending.len() < args.in_flight.max(1) {
-                    // At a fixed rate, record i is due at start + i / rate. While waiting
-                    // for that moment, acknowledgements are taken as they come, so their
-                    // latency is not inflated by the wait.
-                    let due = if per_producer_rate > 0.0 {
-                        let due = start + Duration::from_secs_f64(sent as f64 / per_producer_rate);
-                        let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(due));
-                        tokio::pin!(sleep);
-                        loop {
-                            tokio::select! {
-                                biased;
-                                Some(done) = pending.next(), if !pending.is_empty() => tally.count(done),
-                                () = &mut sleep => break,
-                            }
-                        }
-                        due
-                    } else {
-                        Instant::now()
-                    };
-                    let size = sizes[(sent % sizes.len() as u64) as usize].max(8);
-                    let mut value = BytesMut::with_capacity(size);
-                    // The intended send time, so end-to-end latency counts stalls too.
-                    value.put_u64_le(wall_micros(due));
-                    value.resize(size, b'x');
-                    let mut record = ProducerRecord::new(value.freeze());
-                    if args.keys > 0 {
-                        let key = (u64::from(p) + sent * u64::from(producers)) % args.keys;
-                        record = record.key(Bytes::from(key.to_string()));
-                    }
-                    sent += 1;
-                    let delivery = producer.send(&topic, record).await;
-                    pending.push(async move {
-                        let result = match delivery {
-                            Ok(delivery) => delivery.await.map(|_| ()),
-                            Err(err) => Err(err),
-                        };
-                        (due, size, result)
-                    });
-                    continue;
+                if !more {
+                    break;
                 }
-                let Some(done) = pending.next().await else {
+                let Ok(permit) = window.clone().acquire_owned().await else {
                     break;
                 };
-                tally.count(done);
+                // At a fixed rate, record i is due at start + i / rate.
+                let due = if per_producer_rate > 0.0 {
+                    let due = start + Duration::from_secs_f64(sent as f64 / per_producer_rate);
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                    due
+                } else {
+                    Instant::now()
+                };
+                let size = sizes[(sent % sizes.len() as u64) as usize].max(8);
+                let mut value = BytesMut::with_capacity(size);
+                // The intended send time, so end-to-end latency counts stalls too.
+                value.put_u64_le(wall_micros(due));
+                value.resize(size, b'x');
+                let mut record = ProducerRecord::new(value.freeze());
+                let partition = if args.keys > 0 {
+                    let key = (u64::from(p) + sent * u64::from(producers)) % args.keys;
+                    let key = Bytes::from(key.to_string());
+                    let partition = partition_for_key(&key, partitions);
+                    record = record.key(key);
+                    partition
+                } else {
+                    ((u64::from(p) + sent) % u64::from(partitions)) as u32
+                };
+                sent += 1;
+                let delivery = producer.send(&topic, record.partition(partition)).await;
+                // The waiter outlives the sender: this send cannot fail.
+                let _ = queues[partition as usize].send((due, size, delivery, permit));
             }
-            (tally.latency, tally.bytes, tally.errors)
+            drop(queues);
+            let mut total = Tally {
+                latency: Latency::new(),
+                bytes: 0,
+                errors: 0,
+                acked,
+                acked_bytes,
+            };
+            for waiter in waiters {
+                let tally = waiter.await.unwrap_or_else(|_| Tally {
+                    latency: Latency::new(),
+                    bytes: 0,
+                    errors: 1,
+                    acked: total.acked.clone(),
+                    acked_bytes: total.acked_bytes.clone(),
+                });
+                total.latency.add(&tally.latency);
+                total.bytes += tally.bytes;
+                total.errors += tally.errors;
+            }
+            (total.latency, total.bytes, total.errors)
         }));
     }
     let mut total = Produced {
@@ -220,6 +243,28 @@ impl Tally {
             }
         }
     }
+}
+
+/// A send on its way: when it was due, its size, its delivery and its place in the
+/// in-flight window.
+type InFlight = (
+    Instant,
+    usize,
+    Result<DeliveryFuture, ClientError>,
+    OwnedSemaphorePermit,
+);
+
+/// Awaits one partition's deliveries in the order they were sent.
+async fn await_in_order(mut rx: mpsc::UnboundedReceiver<InFlight>, mut tally: Tally) -> Tally {
+    while let Some((due, size, delivery, permit)) = rx.recv().await {
+        let result = match delivery {
+            Ok(delivery) => delivery.await.map(|_| ()),
+            Err(err) => Err(err),
+        };
+        tally.count((due, size, result));
+        drop(permit);
+    }
+    tally
 }
 
 /// `at` as microseconds since the epoch (for a moment not long ago).

@@ -32,6 +32,7 @@ pub use admin::{ClusterStatus, PartitionDescription, TopicDescription};
 pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, OffsetSpec, PartitionConsumer};
 pub use error::ClientError;
+pub use partitioner::partition_for_key;
 pub use producer::{DeliveryFuture, Producer, ProducerConfig};
 pub use strait_proto::v1::ErrorCode;
 pub use types::{

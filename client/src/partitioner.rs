@@ -3,7 +3,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-pub(crate) fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+/// The partition a keyed record without an explicit partition goes to.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
     let mut hash: u32 = 0x811c_9dc5;
     for byte in key {
         hash ^= u32::from(*byte);
