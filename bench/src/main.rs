@@ -8,6 +8,7 @@ mod consume;
 mod produce;
 mod stats;
 mod storage;
+mod usage;
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use strait_tests::Cluster;
 
 use crate::produce::LoadArgs;
 use crate::stats::{Report, machine};
+use crate::usage::UsageProbe;
 
 #[derive(Parser)]
 #[command(name = "strait-bench", about = "Benchmarks a Strait cluster")]
@@ -87,6 +89,15 @@ enum Command {
         #[command(flatten)]
         load: LoadArgs,
     },
+    /// An idle cluster holding the topic (create it with many partitions): what each
+    /// broker costs doing nothing but keeping its partitions alive.
+    Idle {
+        #[command(flatten)]
+        target: Target,
+        /// Seconds to measure, after the partitions are all in sync.
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
     /// Partition log append (with fdatasync per batch) and read speed against the raw
     /// disk, in the current directory. Needs no cluster.
     Storage {
@@ -126,6 +137,27 @@ async fn connect(target: &Target) -> anyhow::Result<(Client, Option<Cluster>)> {
     Ok((client, cluster))
 }
 
+/// Waits until every partition of `topic` has all its replicas in sync (elections
+/// settled), up to two minutes.
+async fn wait_in_sync(client: &Client, topic: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let info = client.topic(topic).await?;
+        let lagging = info
+            .partitions
+            .iter()
+            .filter(|p| p.leader.is_none() || p.isr.len() < p.replicas.len())
+            .count();
+        if lagging == 0 {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{lagging} partitions of {topic} still not in sync after 2 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 fn describe(target: &Target) -> String {
     format!(
         "topic {} ({} partitions, RF {})",
@@ -146,7 +178,18 @@ fn report(command: &str, settings: String, records: u64, bytes: u64, seconds: f6
         ack_latency_ms: None,
         e2e_latency_ms: None,
         errors: 0,
+        brokers: Vec::new(),
     }
+}
+
+/// Starts measuring the brokers: those of the local cluster, or every broker process on
+/// this machine.
+fn probe(cluster: &Option<Cluster>) -> UsageProbe {
+    let pids: Vec<u32> = cluster
+        .iter()
+        .flat_map(|c| c.brokers.iter().filter_map(|b| b.pid()))
+        .collect();
+    UsageProbe::start(&pids)
 }
 
 #[tokio::main]
@@ -165,9 +208,10 @@ async fn main() -> anyhow::Result<()> {
             })?;
         }
         Command::Produce { target, load } => {
-            let (client, _cluster) = connect(&target).await?;
+            let (client, cluster) = connect(&target).await?;
             let settings = format!("{}; {}", describe(&target), load.describe());
             eprintln!("strait-bench produce: {settings}; machine {}", machine());
+            let usage = probe(&cluster);
             let produced = produce::run(&client, &target.topic, &load).await?;
             let mut out = report(
                 "produce",
@@ -178,6 +222,7 @@ async fn main() -> anyhow::Result<()> {
             );
             out.ack_latency_ms = Some(produced.latency.percentiles());
             out.errors = produced.errors;
+            out.brokers = usage.finish();
             out.print(target.json);
         }
         Command::Consume {
@@ -187,7 +232,7 @@ async fn main() -> anyhow::Result<()> {
             fill_records,
             load,
         } => {
-            let (client, _cluster) = connect(&target).await?;
+            let (client, cluster) = connect(&target).await?;
             if fill_records > 0 {
                 eprintln!("filling {} with {fill_records} records", target.topic);
                 let fill = LoadArgs {
@@ -202,6 +247,7 @@ async fn main() -> anyhow::Result<()> {
                 describe(&target)
             );
             eprintln!("strait-bench consume: {settings}; machine {}", machine());
+            let usage = probe(&cluster);
             let consumed = consume::backlog(
                 &client,
                 &target.topic,
@@ -210,21 +256,22 @@ async fn main() -> anyhow::Result<()> {
                 fetch_bytes,
             )
             .await?;
-            report(
+            let mut out = report(
                 "consume",
                 settings,
                 consumed.records,
                 consumed.bytes,
                 consumed.seconds,
-            )
-            .print(target.json);
+            );
+            out.brokers = usage.finish();
+            out.print(target.json);
         }
         Command::E2e {
             target,
             consumers,
             load,
         } => {
-            let (client, _cluster) = connect(&target).await?;
+            let (client, cluster) = connect(&target).await?;
             let settings = format!(
                 "{}; {}; {consumers} consumer(s)",
                 describe(&target),
@@ -234,6 +281,7 @@ async fn main() -> anyhow::Result<()> {
             let followers =
                 consume::Followers::start(&client, &target.topic, target.partitions, consumers)
                     .await?;
+            let usage = probe(&cluster);
             let produced = produce::run(&client, &target.topic, &load).await?;
             let consumed = followers.finish().await?;
             let mut out = report(
@@ -246,6 +294,18 @@ async fn main() -> anyhow::Result<()> {
             out.ack_latency_ms = Some(produced.latency.percentiles());
             out.e2e_latency_ms = Some(consumed.latency.percentiles());
             out.errors = produced.errors;
+            out.brokers = usage.finish();
+            out.print(target.json);
+        }
+        Command::Idle { target, seconds } => {
+            let (client, cluster) = connect(&target).await?;
+            wait_in_sync(&client, &target.topic).await?;
+            let settings = format!("{}; idle for {seconds} s", describe(&target));
+            eprintln!("strait-bench idle: {settings}; machine {}", machine());
+            let usage = probe(&cluster);
+            tokio::time::sleep(Duration::from_secs(seconds)).await;
+            let mut out = report("idle", settings, 0, 0, seconds as f64);
+            out.brokers = usage.finish();
             out.print(target.json);
         }
     }

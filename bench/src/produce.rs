@@ -134,6 +134,10 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
             }
             let per_producer_rate = args.rate / f64::from(producers);
             let sizes = args.record_sizes.clone().unwrap_or(vec![args.record_size]);
+            // Keyless records stick to one partition for a batch's worth, then move on
+            // (Kafka's sticky partitioner): with many partitions, batches stay full.
+            let average = sizes.iter().sum::<usize>() / sizes.len().max(1);
+            let sticky = (args.batch_bytes / average.max(1)).max(1) as u64;
             let mut sent = 0u64;
             let start = Instant::now();
             loop {
@@ -168,7 +172,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                     record = record.key(key);
                     partition
                 } else {
-                    ((u64::from(p) + sent) % u64::from(partitions)) as u32
+                    ((u64::from(p) + sent / sticky) % u64::from(partitions)) as u32
                 };
                 sent += 1;
                 let delivery = producer.send(&topic, record.partition(partition)).await;

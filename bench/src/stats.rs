@@ -68,6 +68,8 @@ pub struct Report {
     pub e2e_latency_ms: Option<Percentiles>,
     /// Produces that failed (the run stops at the first when this is not zero).
     pub errors: u64,
+    /// The brokers' CPU and memory over the run (brokers on this machine only).
+    pub brokers: Vec<crate::usage::BrokerUsage>,
 }
 
 impl Report {
@@ -102,6 +104,14 @@ impl Report {
         }
         if self.errors > 0 {
             println!("errors: {}", self.errors);
+        }
+        if !self.brokers.is_empty() {
+            let each: Vec<String> = self
+                .brokers
+                .iter()
+                .map(|b| format!("{:.1}% CPU, {:.0} MiB", b.cpu_percent, b.rss_mib))
+                .collect();
+            println!("brokers (CPU as % of one core, RSS): {}", each.join("; "));
         }
     }
 }
