@@ -5,6 +5,8 @@
 //! disk, no cluster). Build it with `--release`; debug-build figures say nothing.
 
 mod consume;
+mod fault;
+mod limits;
 mod produce;
 mod stats;
 mod storage;
@@ -52,6 +54,10 @@ struct Target {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Measure the machine's limits (disk write + fdatasync, loopback TCP, memcpy) first,
+    /// and report the results beside them.
+    #[arg(long)]
+    limits: bool,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +68,8 @@ enum Command {
         target: Target,
         #[command(flatten)]
         load: LoadArgs,
+        #[command(flatten)]
+        fault: fault::FaultArgs,
     },
     /// Read the topic from the start to its end (fill it first with --fill-records):
     /// consume throughput.
@@ -98,6 +106,8 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    /// The machine's physical limits: disk write + fdatasync, loopback TCP, memcpy.
+    Limits,
     /// Partition log append (with fdatasync per batch) and read speed against the raw
     /// disk, in the current directory. Needs no cluster.
     Storage {
@@ -158,6 +168,16 @@ async fn wait_in_sync(client: &Client, topic: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The machine's limits, when `--limits` asked for them (measured before any broker
+/// starts, so that nothing else competes).
+fn measure_limits(target: &Target) -> anyhow::Result<Option<limits::Limits>> {
+    if !target.limits {
+        return Ok(None);
+    }
+    eprintln!("measuring the machine's limits (about 10 s)");
+    Ok(Some(limits::measure(&std::env::temp_dir())?))
+}
+
 fn describe(target: &Target) -> String {
     format!(
         "topic {} ({} partitions, RF {})",
@@ -179,6 +199,8 @@ fn report(command: &str, settings: String, records: u64, bytes: u64, seconds: f6
         e2e_latency_ms: None,
         errors: 0,
         brokers: Vec::new(),
+        limits: None,
+        replication_factor: 0,
     }
 }
 
@@ -207,12 +229,28 @@ async fn main() -> anyhow::Result<()> {
                 records_per_batch,
             })?;
         }
-        Command::Produce { target, load } => {
-            let (client, cluster) = connect(&target).await?;
-            let settings = format!("{}; {}", describe(&target), load.describe());
+        Command::Limits => {
+            println!("machine: {}", machine());
+            println!("{}", limits::measure(&std::env::temp_dir())?.describe());
+        }
+        Command::Produce {
+            target,
+            load,
+            fault,
+        } => {
+            let limits = measure_limits(&target)?;
+            let (client, mut cluster) = connect(&target).await?;
+            let mut settings = format!("{}; {}", describe(&target), load.describe());
             eprintln!("strait-bench produce: {settings}; machine {}", machine());
             let usage = probe(&cluster);
-            let produced = produce::run(&client, &target.topic, &load).await?;
+            let (produced, faulted) = tokio::join!(
+                produce::run(&client, &target.topic, &load),
+                fault::run(fault, cluster.as_mut(), &client, &target.topic)
+            );
+            let produced = produced?;
+            if let Some(what) = faulted? {
+                settings.push_str(&format!("; {what}"));
+            }
             let mut out = report(
                 "produce",
                 settings,
@@ -223,6 +261,8 @@ async fn main() -> anyhow::Result<()> {
             out.ack_latency_ms = Some(produced.latency.percentiles());
             out.errors = produced.errors;
             out.brokers = usage.finish();
+            out.limits = limits;
+            out.replication_factor = target.replicas;
             out.print(target.json);
         }
         Command::Consume {
@@ -232,6 +272,7 @@ async fn main() -> anyhow::Result<()> {
             fill_records,
             load,
         } => {
+            let limits = measure_limits(&target)?;
             let (client, cluster) = connect(&target).await?;
             if fill_records > 0 {
                 eprintln!("filling {} with {fill_records} records", target.topic);
@@ -264,6 +305,7 @@ async fn main() -> anyhow::Result<()> {
                 consumed.seconds,
             );
             out.brokers = usage.finish();
+            out.limits = limits;
             out.print(target.json);
         }
         Command::E2e {

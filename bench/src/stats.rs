@@ -70,6 +70,11 @@ pub struct Report {
     pub errors: u64,
     /// The brokers' CPU and memory over the run (brokers on this machine only).
     pub brokers: Vec<crate::usage::BrokerUsage>,
+    /// The machine's limits measured in the same run (`--limits`).
+    pub limits: Option<crate::limits::Limits>,
+    /// Replicas per partition, for the share of the disk a produce run used (0: not a
+    /// produce run).
+    pub replication_factor: u32,
 }
 
 impl Report {
@@ -104,6 +109,17 @@ impl Report {
         }
         if self.errors > 0 {
             println!("errors: {}", self.errors);
+        }
+        if let Some(limits) = &self.limits {
+            println!("limits: {}", limits.describe());
+            let rf = f64::from(self.replication_factor.max(1));
+            if self.replication_factor > 0 {
+                println!(
+                    "share: {:.0}% of disk write+fdatasync / RF ({:.0} MB/s), every replica on this one disk",
+                    100.0 * self.mb_per_sec / (limits.disk_write_fdatasync_mb_per_sec / rf),
+                    limits.disk_write_fdatasync_mb_per_sec / rf
+                );
+            }
         }
         if !self.brokers.is_empty() {
             let each: Vec<String> = self

@@ -90,16 +90,22 @@ pub fn frame_len(payload_len: usize) -> usize {
 
 /// Appends the encoded batch to `out`.
 pub fn encode_batch(header: &BatchHeader, payload: &[u8], out: &mut Vec<u8>) {
-    let start = out.len();
     out.reserve(frame_len(payload.len()));
-    out.put_u8(MAGIC);
-    out.put_u32_le((4 + BODY_HEADER_LEN + payload.len()) as u32);
-    out.put_u32_le(0); // crc, filled in below
-    let body = out.len();
-    put_header(header, out);
+    out.extend_from_slice(&frame_head(header, payload));
     out.put_slice(payload);
-    let crc = crc32c::crc32c(&out[body..]);
-    out[start + 5..start + 9].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The bytes of a frame before its payload (prefix and header, CRC included), so that a
+/// writer can write the payload from where it already is.
+pub fn frame_head(header: &BatchHeader, payload: &[u8]) -> [u8; PREFIX_LEN + BODY_HEADER_LEN] {
+    let mut head = [0u8; PREFIX_LEN + BODY_HEADER_LEN];
+    let mut body = &mut head[PREFIX_LEN..];
+    put_header(header, &mut body);
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[PREFIX_LEN..]), payload);
+    head[0] = MAGIC;
+    head[1..5].copy_from_slice(&((4 + BODY_HEADER_LEN + payload.len()) as u32).to_le_bytes());
+    head[5..9].copy_from_slice(&crc.to_le_bytes());
+    head
 }
 
 /// Decodes the batch at the start of `buf`: its header, its payload and the frame's

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::format::{
-    BatchHeader, FrameError, MAX_FRAME_BYTES, PREFIX_LEN, decode_batch, encode_batch,
+    BatchHeader, FrameError, MAX_FRAME_BYTES, PREFIX_LEN, decode_batch, frame_head, frame_len,
 };
 use super::index_file::{self, IndexPoint, SegmentSummary};
 
@@ -280,17 +280,21 @@ impl Segment {
                 format!("append of index {} after {}", header.index, last.index),
             ));
         }
-        let mut frame = Vec::new();
-        encode_batch(header, payload, &mut frame);
-        if frame.len() > MAX_FRAME_BYTES {
+        let frame_len = frame_len(payload.len());
+        if frame_len > MAX_FRAME_BYTES {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "batch too large",
             ));
         }
-        self.file.write_all_at(&frame, self.size)?;
+        // Two writes, the payload from where it is (no frame buffer): a crash between
+        // them leaves a torn frame, cut at recovery like any torn write.
+        let head = frame_head(header, payload);
+        self.file.write_all_at(&head, self.size)?;
+        self.file
+            .write_all_at(payload, self.size + head.len() as u64)?;
         let position = self.size;
-        self.size += frame.len() as u64;
+        self.size += frame_len as u64;
         self.note_appended(header, position);
         Ok(())
     }
