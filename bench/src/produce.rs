@@ -180,26 +180,19 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                 let _ = queues[partition as usize].send((due, size, delivery, permit));
             }
             drop(queues);
-            let mut total = Tally {
-                latency: Latency::new(),
-                bytes: 0,
-                errors: 0,
-                acked,
-                acked_bytes,
-            };
+            let (mut latency, mut bytes, mut errors) = (Latency::new(), 0, 0);
             for waiter in waiters {
-                let tally = waiter.await.unwrap_or_else(|_| Tally {
-                    latency: Latency::new(),
-                    bytes: 0,
-                    errors: 1,
-                    acked: total.acked.clone(),
-                    acked_bytes: total.acked_bytes.clone(),
-                });
-                total.latency.add(&tally.latency);
-                total.bytes += tally.bytes;
-                total.errors += tally.errors;
+                match waiter.await {
+                    Ok(tally) => {
+                        latency.add(&tally.latency);
+                        bytes += tally.bytes;
+                        errors += tally.errors;
+                    }
+                    // A waiter that panicked lost its count: report it as a failure.
+                    Err(_) => errors += 1,
+                }
             }
-            (total.latency, total.bytes, total.errors)
+            (latency, bytes, errors)
         }));
     }
     let mut total = Produced {
