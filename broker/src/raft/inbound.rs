@@ -25,6 +25,7 @@ pub(crate) type RemoteReply<T> = Result<T, String>;
 pub enum RaftRpcKind {
     Append,
     Vote,
+    PreVote,
     Snapshot,
     TransferLeader,
 }
@@ -57,6 +58,11 @@ where
         RaftRpcKind::Vote => {
             let req: VoteRequest<C> = decode(data)?;
             let reply: RemoteReply<_> = raft.vote(req).await.map_err(|e| e.to_string());
+            encode(&reply)
+        }
+        RaftRpcKind::PreVote => {
+            let req: VoteRequest<C> = decode(data)?;
+            let reply: RemoteReply<_> = raft.pre_vote(req).await.map_err(|e| e.to_string());
             encode(&reply)
         }
         RaftRpcKind::Snapshot => {

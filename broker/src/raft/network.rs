@@ -206,6 +206,7 @@ impl<C> PeerLink<C> {
         let reply = match kind {
             RaftRpcKind::Append => client.append_entries(req).await,
             RaftRpcKind::Vote => client.vote(req).await,
+            RaftRpcKind::PreVote => client.pre_vote(req).await,
             RaftRpcKind::Snapshot => client.install_snapshot(req).await,
             RaftRpcKind::TransferLeader => client.transfer_leader(req).await,
         }
@@ -249,6 +250,18 @@ where
     ) -> Result<VoteResponse<C>, RPCError<C>> {
         Ok(self
             .call(RaftRpcKind::Vote, &rpc, option.soft_ttl())
+            .await?)
+    }
+
+    /// Implemented, not left to openraft's default (which grants at once): a replica cut
+    /// off from its peers must not reach a real election and raise its term.
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        Ok(self
+            .call(RaftRpcKind::PreVote, &rpc, option.soft_ttl())
             .await?)
     }
 

@@ -36,7 +36,10 @@ impl RaftTransportApi {
                 .partitions
                 .by_group(group)
                 .ok_or_else(|| Status::not_found(format!("no local replica of group {group}")))?;
-            let elects = matches!(kind, RaftRpcKind::Vote | RaftRpcKind::TransferLeader);
+            let elects = matches!(
+                kind,
+                RaftRpcKind::Vote | RaftRpcKind::PreVote | RaftRpcKind::TransferLeader
+            );
             if elects && replica.refuses_votes() {
                 return Err(Status::unavailable(format!(
                     "the replica of group {group} is recovering lost entries and cannot vote"
@@ -65,6 +68,14 @@ impl RaftTransport for RaftTransportApi {
 
     async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
         self.dispatch(RaftRpcKind::Vote, request.into_inner()).await
+    }
+
+    async fn pre_vote(
+        &self,
+        request: Request<RaftMessage>,
+    ) -> Result<Response<RaftMessage>, Status> {
+        self.dispatch(RaftRpcKind::PreVote, request.into_inner())
+            .await
     }
 
     async fn install_snapshot(
