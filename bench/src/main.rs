@@ -313,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
             consumers,
             load,
         } => {
+            let limits = measure_limits(&target)?;
             let (client, cluster) = connect(&target).await?;
             let settings = format!(
                 "{}; {}; {consumers} consumer(s)",
@@ -337,6 +338,8 @@ async fn main() -> anyhow::Result<()> {
             out.e2e_latency_ms = Some(consumed.latency.percentiles());
             out.errors = produced.errors;
             out.brokers = usage.finish();
+            out.limits = limits;
+            out.replication_factor = target.replicas;
             out.print(target.json);
         }
         Command::Idle { target, seconds } => {

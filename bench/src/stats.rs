@@ -66,7 +66,7 @@ pub struct Report {
     pub ack_latency_ms: Option<Percentiles>,
     /// Produce to consumption.
     pub e2e_latency_ms: Option<Percentiles>,
-    /// Produces that failed (the run stops at the first when this is not zero).
+    /// Produces that failed (counted; the first is printed).
     pub errors: u64,
     /// The brokers' CPU and memory over the run (brokers on this machine only).
     pub brokers: Vec<crate::usage::BrokerUsage>,

@@ -60,7 +60,7 @@ pub(crate) const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 /// HTTP/2 flow-control window of one connection: what a peer may have in flight.
 pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
 /// Concurrent requests one connection may have open.
-const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
+const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
 pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -194,7 +194,9 @@ impl PartitionConsumer {
                 })?;
             for (i, record) in parsed.records().enumerate() {
                 let record = record.map_err(|e| ClientError::Internal(e.to_string()))?;
-                let at = batch.base_offset + i as u64;
+                let at = batch.base_offset.checked_add(i as u64).ok_or_else(|| {
+                    ClientError::Internal(format!("offset out of range in {topic}/{partition}"))
+                })?;
                 if at >= offset {
                     records.push(ConsumedRecord::from_batch(&topic, partition, at, record));
                 }

@@ -1,7 +1,9 @@
 //! The record batch: the one encoding of a run of records, from the producer that builds
 //! it, through the produce request, the Raft entry, the segment file and replication,
-//! to the fetch response the consumer reads. Nobody on the way re-encodes it: the
-//! broker checks it once ([`RecordBatch::parse`]) and from then on moves the bytes.
+//! to the fetch response the consumer reads. Nobody on the way re-encodes it: whoever
+//! receives it from the network checks it ([`RecordBatch::parse`]: the leader, each
+//! follower, the consumer), and otherwise the bytes are moved. The leader copies a
+//! batch only to stamp its append time on records that carry no timestamp.
 //!
 //! A batch is its records back to back, each (little-endian):
 //!
@@ -50,6 +52,8 @@ pub struct RecordBatch {
     count: u32,
     first_timestamp: i64,
     max_timestamp: i64,
+    /// Some record has timestamp 0 (known only for a parsed batch).
+    unstamped: bool,
 }
 
 /// One record of a batch; key, value and header values share the batch's buffer.
@@ -66,6 +70,7 @@ impl RecordBatch {
     pub fn parse(bytes: Bytes, max_record_bytes: usize) -> Result<RecordBatch, BatchError> {
         let mut count = 0u32;
         let (mut first, mut max) = (i64::MAX, i64::MIN);
+        let mut unstamped = false;
         let mut at = 0usize;
         while at < bytes.len() {
             let end = record_end(&bytes, at, count)?;
@@ -78,6 +83,7 @@ impl RecordBatch {
             }
             check_body(&bytes[at + 4..end], count)?;
             let ts = read_i64(&bytes, at + 4);
+            unstamped |= ts == 0;
             first = first.min(ts);
             max = max.max(ts);
             count = count.checked_add(1).ok_or(BatchError::TooManyRecords)?;
@@ -91,6 +97,7 @@ impl RecordBatch {
             count,
             first_timestamp: first,
             max_timestamp: max,
+            unstamped,
         })
     }
 
@@ -124,6 +131,7 @@ impl RecordBatch {
             count,
             first_timestamp,
             max_timestamp,
+            unstamped: false,
         }
     }
 
@@ -158,9 +166,9 @@ impl RecordBatch {
     }
 
     /// Gives every record with timestamp 0 the time `append_time_ms` (copies the batch
-    /// only when one needs it).
+    /// only when one needs it; a batch read from storage never does).
     pub fn stamp_append_time(self, append_time_ms: i64) -> RecordBatch {
-        if self.first_timestamp != 0 {
+        if !self.unstamped {
             return self;
         }
         let mut buf = BytesMut::from(&self.bytes[..]);
@@ -183,6 +191,7 @@ impl RecordBatch {
             count: self.count,
             first_timestamp: first,
             max_timestamp: max,
+            unstamped: false,
         }
     }
 
@@ -191,16 +200,18 @@ impl RecordBatch {
         if skip == 0 {
             return self.clone();
         }
-        let from = self
-            .spans()
-            .nth(skip as usize)
-            .map_or(self.bytes.len(), |(start, _)| start);
+        // A damaged batch (lengths that stop early) skips to an empty remainder.
+        let (from, count) = match self.spans().nth(skip as usize) {
+            Some((start, _)) => (start, self.count.saturating_sub(skip)),
+            None => (self.bytes.len(), 0),
+        };
         RecordBatch {
             bytes: self.bytes.slice(from..),
-            count: self.count.saturating_sub(skip),
+            count,
             // Bounds of the whole batch: still bounds of the part.
             first_timestamp: self.first_timestamp,
             max_timestamp: self.max_timestamp,
+            unstamped: false,
         }
     }
 
@@ -222,6 +233,7 @@ impl RecordBatch {
             count,
             first_timestamp: self.first_timestamp,
             max_timestamp: self.max_timestamp,
+            unstamped: false,
         }
     }
 

@@ -63,7 +63,8 @@ fn damaged_lengths_never_panic() {
             // A stored batch is read without parsing: iterating it must not panic either.
             let stored = RecordBatch::from_stored(damaged.clone(), 3, 0, 7);
             let _ = stored.records().count();
-            let _ = stored.skip(2).records().count();
+            let skipped = stored.skip(2);
+            assert!(skipped.records().count() as u32 <= skipped.count());
             let _ = stored.stamp_append_time(9);
             // Also cut short, so that damaged lengths reach the end of the buffer.
             for len in [damaged.len() - 1, damaged.len() / 2] {
@@ -109,6 +110,19 @@ fn stamping_and_skipping() {
     let last = tail.records().next().unwrap().unwrap();
     assert_eq!(last.value, Bytes::from_static(b"value three"));
     assert_eq!(batch.skip(3).records().count(), 0);
+    // A zero after a negative timestamp is stamped too.
+    let mut b = BatchBuilder::default();
+    b.push(-5, None, b"old", &[]);
+    b.push(0, None, b"unset", &[]);
+    let stamped = RecordBatch::parse(b.finish(), 1024)
+        .unwrap()
+        .stamp_append_time(100);
+    let ts: Vec<i64> = stamped.records().map(|r| r.unwrap().timestamp_ms).collect();
+    assert_eq!(ts, vec![-5, 100]);
+    assert_eq!(
+        (stamped.first_timestamp(), stamped.max_timestamp()),
+        (-5, 100)
+    );
     let first_record = batch.records().next().unwrap().unwrap();
     for (max, expect) in [
         (0, 1),

@@ -127,8 +127,9 @@ impl PartitionReplica {
         }
     }
 
-    /// Appends `records` through Raft; returns the base offset once a majority has them
-    /// durably and they are committed.
+    /// Appends the record batch `records` (declared to hold `record_count` records)
+    /// through Raft; returns the base offset once it is committed: a majority has it on
+    /// disk (with `flush=async`, written) and it is applied.
     pub async fn produce(
         &self,
         records: Bytes,
@@ -136,6 +137,7 @@ impl PartitionReplica {
         append_time_ms: i64,
         timeout: Option<Duration>,
     ) -> Result<u64, BrokerError> {
+        self.ensure_leader()?;
         if records.len() > self.limits.max_request_bytes {
             return Err(BrokerError::RecordTooLarge(format!(
                 "produce request of {} bytes exceeds max-request-bytes {}",
@@ -155,7 +157,6 @@ impl PartitionReplica {
                 other => BrokerError::InvalidRequest(format!("malformed record batch: {other}")),
             })?
             .stamp_append_time(append_time_ms);
-        self.ensure_leader()?;
         let timeout = timeout
             .unwrap_or(self.limits.produce_timeout)
             .min(MAX_PRODUCE_TIMEOUT);

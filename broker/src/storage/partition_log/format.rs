@@ -89,6 +89,7 @@ pub fn frame_len(payload_len: usize) -> usize {
 }
 
 /// Appends the encoded batch to `out`.
+#[cfg(test)]
 pub fn encode_batch(header: &BatchHeader, payload: &[u8], out: &mut Vec<u8>) {
     out.reserve(frame_len(payload.len()));
     out.extend_from_slice(&frame_head(header, payload));
