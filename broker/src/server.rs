@@ -149,6 +149,7 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
         shutdown.clone(),
     ));
     tokio::spawn(partitions.clone().run_repairs(shutdown.clone()));
+    tokio::spawn(partitions.clone().run_liveness(shutdown.clone()));
     let reconciler = tokio::spawn(partitions.clone().run_reconciler(shutdown.clone()));
 
     let client_limit = config.max_request_bytes + CLIENT_MESSAGE_SLACK;

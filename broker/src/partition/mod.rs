@@ -1,6 +1,7 @@
 //! Partitions: one openraft group per partition replica, produce and fetch on it, and
 //! the registry that starts and stops groups as the metadata says.
 
+pub mod liveness;
 mod log_store;
 mod recovery;
 mod registry;

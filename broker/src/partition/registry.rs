@@ -37,7 +37,7 @@ pub struct PartitionRegistry {
     /// Each partition's segments live in `partitions_dir/<group id>/`.
     partitions_dir: PathBuf,
     syncer: SegmentSyncer,
-    peers: PeerPool,
+    pub(super) peers: PeerPool,
     pub(super) cache: MetadataCache,
     limits: Limits,
     pub(super) groups: RwLock<HashMap<u64, Arc<PartitionReplica>>>,
@@ -100,7 +100,7 @@ impl PartitionRegistry {
             .cloned()
     }
 
-    fn all(&self) -> Vec<Arc<PartitionReplica>> {
+    pub(super) fn all(&self) -> Vec<Arc<PartitionReplica>> {
         self.groups
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -453,6 +453,7 @@ impl PartitionRegistry {
             recovery_task: std::sync::Mutex::new(recovery_task),
             flush_async,
             generation,
+            liveness: Default::default(),
         };
         self.groups
             .write()
@@ -541,7 +542,10 @@ async fn initialize_group(
         }
     }
     match raft.initialize(members).await {
-        Ok(()) => {}
+        // Nobody leads a group just formed: no reason to wait for an election timeout.
+        Ok(()) => {
+            let _ = raft.trigger().elect(false).await;
+        }
         Err(err) => tracing::debug!(%err, "group already initialized"),
     }
 }

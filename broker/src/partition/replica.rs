@@ -12,6 +12,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Instant as _, ServerState};
 use strait_records::{BatchError, RecordBatch};
 
+use super::liveness::Liveness;
 use super::recovery::RecoveryGate;
 use super::state_machine::Positions;
 use super::types::{PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply};
@@ -37,13 +38,16 @@ const MAX_FETCH_WAIT: Duration = Duration::from_secs(30);
 const MAX_PRODUCE_TIMEOUT: Duration = Duration::from_secs(300);
 /// A follower this many entries behind the leader's log is out of the in-sync set.
 const ISR_MAX_LAG_ENTRIES: u64 = 1000;
-/// A follower whose last acknowledgement (heartbeat or append) is older than this is
-/// out of the in-sync set (heartbeats go every 250 ms).
+/// A follower whose last acknowledgement (append, heartbeat or leader beat) is older
+/// than this is out of the in-sync set (leader beats go every 250 ms).
 const ISR_MAX_SILENCE: Duration = Duration::from_secs(3);
 /// A leader whose last acknowledgement by a majority is older than this (the longest
 /// election timeout) refuses writes with NOT_LEADER: the others have likely elected
 /// a new leader.
 const QUORUM_SILENCE: Duration = Duration::from_millis(2400);
+/// A write first renews openraft's leader lease (the longest election timeout) when the
+/// last majority acknowledgement is older than this.
+const LEASE_RENEW_AFTER: Duration = Duration::from_millis(1200);
 
 /// Committed record batches read from the log, the first starting at the requested
 /// offset.
@@ -71,6 +75,8 @@ pub struct PartitionReplica {
     pub(super) generation: u64,
     /// Shared with the log store: whether appends are acknowledged before fdatasync.
     pub(super) flush_async: Arc<AtomicBool>,
+    /// Leader contact and follower acknowledgements (see `partition::liveness`).
+    pub(super) liveness: Liveness,
 }
 
 impl PartitionReplica {
@@ -86,6 +92,11 @@ impl PartitionReplica {
 
     pub fn raft(&self) -> &PartitionRaft {
         &self.raft
+    }
+
+    /// Leader contact and follower acknowledgements of this replica.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
     }
 
     /// Whether this replica is getting back entries it lost, and so must not vote or
@@ -106,22 +117,40 @@ impl PartitionReplica {
     }
 
     fn ensure_leader(&self) -> Result<(), BrokerError> {
-        let (state, leader, quorum_silent) = {
+        let (state, leader, term, voters, replication_silent) = {
             let watch = self.raft.metrics();
             let metrics = watch.borrow_watched();
-            // A single voter is its own majority (openraft reports no acknowledgements).
-            let alone = metrics.membership_config.membership().voter_ids().count() <= 1;
-            let silent = !alone
-                && metrics
-                    .last_quorum_acked
-                    .as_ref()
-                    .is_some_and(|acked| acked.elapsed() > QUORUM_SILENCE);
-            (metrics.state, metrics.current_leader, silent)
+            let voters: Vec<u64> = metrics.membership_config.membership().voter_ids().collect();
+            let silent = metrics
+                .last_quorum_acked
+                .as_ref()
+                .is_some_and(|acked| acked.elapsed() > QUORUM_SILENCE);
+            (
+                metrics.state,
+                metrics.current_leader,
+                metrics.current_term,
+                voters,
+                silent,
+            )
         };
+        // A single voter is its own majority (openraft reports no acknowledgements). A
+        // quiet partition sends no AppendEntries: its followers' answers to leader beats
+        // count too.
+        let quorum_silent = voters.len() > 1
+            && replication_silent
+            && !self.majority_acked_within(leader, term, &voters, QUORUM_SILENCE);
         match state {
             // A leader no majority has heard from lately is probably cut off, and another
             // is being elected: say so at once rather than let the write time out.
-            ServerState::Leader if quorum_silent => Err(self.not_leader(None)),
+            ServerState::Leader if quorum_silent => {
+                tracing::debug!(
+                    topic = %self.topic,
+                    partition = self.partition,
+                    ?voters,
+                    "no majority acknowledged this leader lately: refusing the write"
+                );
+                Err(self.not_leader(None))
+            }
             ServerState::Leader => Ok(()),
             _ => Err(self.not_leader(leader)),
         }
@@ -160,6 +189,7 @@ impl PartitionReplica {
         let timeout = timeout
             .unwrap_or(self.limits.produce_timeout)
             .min(MAX_PRODUCE_TIMEOUT);
+        self.renew_lease().await?;
         let write = self.raft.client_write(PartitionCommand::Append { batch });
         match tokio::time::timeout(timeout, write).await {
             Err(_) => Err(BrokerError::Timeout(format!(
@@ -182,6 +212,24 @@ impl PartitionReplica {
                 "partition replica stopped: {fatal}"
             ))),
         }
+    }
+
+    /// A quiet leader sends no AppendEntries (`partition::liveness`), so openraft's leader
+    /// lease, which it requires for a write, lapses: renew it with one heartbeat round
+    /// when it is getting old.
+    async fn renew_lease(&self) -> Result<(), BrokerError> {
+        let stale = {
+            let watch = self.raft.metrics();
+            let m = watch.borrow_watched();
+            m.membership_config.membership().voter_ids().count() > 1
+                && m.last_quorum_acked
+                    .as_ref()
+                    .is_none_or(|acked| acked.elapsed() > LEASE_RENEW_AFTER)
+        };
+        if stale {
+            self.catch_up_high_watermark().await?;
+        }
+        Ok(())
     }
 
     /// The log start offset and the high watermark, as of everything committed so far.
@@ -385,7 +433,9 @@ impl PartitionReplica {
                     log_start_offset: new_start,
                 };
                 // Losing leadership meanwhile is fine: the next leader will propose it.
-                let _ = self.raft.client_write(retain).await;
+                if self.renew_lease().await.is_ok() {
+                    let _ = self.raft.client_write(retain).await;
+                }
             }
         }
         self.purge_below_log_start().await
@@ -467,7 +517,10 @@ impl PartitionReplica {
                     .heartbeat
                     .as_ref()
                     .and_then(|h| h.get(id).cloned().flatten())
-                    .is_some_and(|acked| acked.elapsed() <= ISR_MAX_SILENCE);
+                    .is_some_and(|acked| acked.elapsed() <= ISR_MAX_SILENCE)
+                    || self
+                        .liveness
+                        .acked_within(*id, metrics.current_term, ISR_MAX_SILENCE);
                 if *id != metrics.id && caught_up && answering {
                     isr.push(*id);
                 }

@@ -32,9 +32,11 @@ pub fn controller_config() -> Arc<Config> {
 }
 
 /// A partition group: the Raft log *is* the partition's data, so snapshots never purge
-/// it (retention does, through `Retain` entries). A replica `recovering` entries it
-/// lost does not stand for election (`partition::recovery` lets it back in once it
-/// holds them again).
+/// it (retention does, through `Retain` entries). openraft's tick is off: leader beats
+/// and election timers run once per broker for all partitions (`partition::liveness`),
+/// and the heartbeat and election values below only bound openraft's leader lease and
+/// pending reads. A replica `recovering` entries it lost does not stand for election
+/// (`partition::recovery` lets it back in once it holds them again).
 pub fn partition_config(recovering: bool) -> Arc<Config> {
     validated(Config {
         cluster_name: "strait-partition".into(),
@@ -48,6 +50,7 @@ pub fn partition_config(recovering: bool) -> Arc<Config> {
         // the leader; it stays out of elections until then (`partition::recovery`).
         allow_log_reversion: Some(true),
         enable_elect: !recovering,
+        enable_tick: false,
         // A restarted leader holds an election instead of resuming: its committed index
         // is not synced, and a group restarted after a storage error (a full disk) would
         // otherwise resume, fail again, and keep its followers from electing another.

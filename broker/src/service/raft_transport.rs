@@ -2,13 +2,16 @@
 
 use std::sync::Arc;
 
-use strait_proto::internal::RaftMessage;
+use openraft::raft::VoteRequest;
 use strait_proto::internal::raft_transport_server::RaftTransport;
+use strait_proto::internal::{BeatsRequest, BeatsResponse, RaftMessage};
 use tonic::{Request, Response, Status};
 
 use crate::controller::ControllerRaft;
 use crate::partition::PartitionRegistry;
+use crate::partition::types::PartitionRaftConfig;
 use crate::raft::{RaftRpcKind, serve_rpc};
+use crate::storage::decode;
 
 /// The controller is Raft group 0.
 const CONTROLLER_GROUP: u64 = 0;
@@ -44,6 +47,21 @@ impl RaftTransportApi {
                 return Err(Status::unavailable(format!(
                     "the replica of group {group} is recovering lost entries and cannot vote"
                 )));
+            }
+            // openraft's leader lease sees only AppendEntries, which a quiet partition
+            // does not send: a replica that knows of a live leader refuses other
+            // candidates, unless the leader itself hands leadership over.
+            if matches!(kind, RaftRpcKind::Vote | RaftRpcKind::PreVote)
+                && replica.has_live_leader()
+                && !decode::<VoteRequest<PartitionRaftConfig>>(&message.data)
+                    .is_ok_and(|vote| vote.leadership_transfer)
+            {
+                return Err(Status::unavailable(format!(
+                    "group {group} has a live leader"
+                )));
+            }
+            if kind == RaftRpcKind::Append {
+                replica.liveness().heard_leader();
             }
             serve_rpc(replica.raft(), kind, &message.data).await
         };
@@ -92,5 +110,15 @@ impl RaftTransport for RaftTransportApi {
     ) -> Result<Response<RaftMessage>, Status> {
         self.dispatch(RaftRpcKind::TransferLeader, request.into_inner())
             .await
+    }
+
+    async fn beats(
+        &self,
+        request: Request<BeatsRequest>,
+    ) -> Result<Response<BeatsResponse>, Status> {
+        let request = request.into_inner();
+        Ok(Response::new(BeatsResponse {
+            replies: self.partitions.answer_beats(request.from, &request.beats),
+        }))
     }
 }
