@@ -204,6 +204,31 @@ fn report(command: &str, settings: String, records: u64, bytes: u64, seconds: f6
     }
 }
 
+/// The report of a run that produced: throughput, acknowledgement latency, errors,
+/// the brokers' cost and the machine's limits.
+fn produced_report(
+    command: &str,
+    settings: String,
+    produced: &produce::Produced,
+    target: &Target,
+    usage: &UsageProbe,
+    limits: Option<limits::Limits>,
+) -> Report {
+    let mut out = report(
+        command,
+        settings,
+        produced.records,
+        produced.bytes,
+        produced.seconds,
+    );
+    out.ack_latency_ms = Some(produced.latency.percentiles());
+    out.errors = produced.errors;
+    out.brokers = usage.finish();
+    out.limits = limits;
+    out.replication_factor = target.replicas;
+    out
+}
+
 /// Starts measuring the brokers: those of the local cluster, or every broker process on
 /// this machine.
 fn probe(cluster: &Option<Cluster>) -> UsageProbe {
@@ -251,19 +276,8 @@ async fn main() -> anyhow::Result<()> {
             if let Some(what) = faulted? {
                 settings.push_str(&format!("; {what}"));
             }
-            let mut out = report(
-                "produce",
-                settings,
-                produced.records,
-                produced.bytes,
-                produced.seconds,
-            );
-            out.ack_latency_ms = Some(produced.latency.percentiles());
-            out.errors = produced.errors;
-            out.brokers = usage.finish();
-            out.limits = limits;
-            out.replication_factor = target.replicas;
-            out.print(target.json);
+            produced_report("produce", settings, &produced, &target, &usage, limits)
+                .print(target.json);
         }
         Command::Consume {
             target,
@@ -327,19 +341,8 @@ async fn main() -> anyhow::Result<()> {
             let usage = probe(&cluster);
             let produced = produce::run(&client, &target.topic, &load).await?;
             let consumed = followers.finish().await?;
-            let mut out = report(
-                "e2e",
-                settings,
-                produced.records,
-                produced.bytes,
-                produced.seconds,
-            );
-            out.ack_latency_ms = Some(produced.latency.percentiles());
+            let mut out = produced_report("e2e", settings, &produced, &target, &usage, limits);
             out.e2e_latency_ms = Some(consumed.latency.percentiles());
-            out.errors = produced.errors;
-            out.brokers = usage.finish();
-            out.limits = limits;
-            out.replication_factor = target.replicas;
             out.print(target.json);
         }
         Command::Idle { target, seconds } => {

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 use openraft::ServerState;
 use openraft::async_runtime::watch::WatchReceiver;
 use rand::Rng;
-use strait_proto::internal::raft_transport_client::RaftTransportClient;
 use strait_proto::internal::{BeatReply, BeatsRequest, LeaderBeat};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -199,11 +198,9 @@ impl PartitionRegistry {
     async fn send_beats(&self, peer: u64, beats: Vec<LeaderBeat>) {
         let terms: HashMap<u64, u64> = beats.iter().map(|b| (b.group_id, b.term)).collect();
         let fallback = self.cache.broker_addr(peer).unwrap_or_default();
-        let addr = self.peers.address_of(peer, &fallback);
-        let Ok(channel) = self.peers.channel(&addr) else {
+        let Ok(mut client) = self.peers.transport(peer, &fallback) else {
             return;
         };
-        let mut client = RaftTransportClient::new(channel);
         let mut request = tonic::Request::new(BeatsRequest {
             from: self.broker_id,
             beats,

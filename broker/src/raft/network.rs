@@ -74,6 +74,18 @@ impl PeerPool {
             .unwrap_or_else(|| fallback.to_string())
     }
 
+    /// A Raft transport client for broker `id` (its registered address, else `fallback`).
+    pub fn transport(
+        &self,
+        id: u64,
+        fallback: &str,
+    ) -> Result<RaftTransportClient<Channel>, tonic::transport::Error> {
+        let channel = self.channel(&self.address_of(id, fallback))?;
+        Ok(RaftTransportClient::new(channel)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES))
+    }
+
     /// A channel to `addr`, created on first use; it connects lazily and reconnects by itself.
     pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self
@@ -190,14 +202,10 @@ impl<C> PeerLink<C> {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, LinkError> {
-        let addr = self.peers.address_of(self.target, &self.fallback_addr);
-        let channel = self
+        let mut client = self
             .peers
-            .channel(&addr)
+            .transport(self.target, &self.fallback_addr)
             .map_err(|e| LinkError::Unreachable(self.target, e.to_string()))?;
-        let mut client = RaftTransportClient::new(channel)
-            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
         let mut req = tonic::Request::new(RaftMessage {
             group_id: self.group,
             data: encode(request)?.into(),
