@@ -51,6 +51,10 @@ struct Target {
     partitions: u32,
     #[arg(long, default_value_t = 3)]
     replicas: u32,
+    /// Topic config overrides for the topic the run creates, as key=value (repeatable),
+    /// e.g. `--config flush=async`.
+    #[arg(long = "config", value_parser = parse_config)]
+    configs: Vec<(String, String)>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -134,8 +138,9 @@ async fn connect(target: &Target) -> anyhow::Result<(Client, Option<Cluster>)> {
     let client = Client::connect(ClientConfig::new(addrs))
         .await
         .context("connecting to the cluster")?;
+    let configs = target.configs.iter().cloned().collect();
     match client
-        .create_topic(&target.topic, target.partitions, target.replicas)
+        .create_topic_with_configs(&target.topic, target.partitions, target.replicas, configs)
         .await
     {
         Ok(_) | Err(ClientError::TopicAlreadyExists(_)) => {}
@@ -179,10 +184,22 @@ fn measure_limits(target: &Target) -> anyhow::Result<Option<limits::Limits>> {
 }
 
 fn describe(target: &Target) -> String {
-    format!(
+    let mut out = format!(
         "topic {} ({} partitions, RF {})",
         target.topic, target.partitions, target.replicas
-    )
+    );
+    for (key, value) in &target.configs {
+        out.push_str(&format!(", {key}={value}"));
+    }
+    out
+}
+
+/// `key=value`, as `--config` takes it.
+fn parse_config(arg: &str) -> Result<(String, String), String> {
+    arg.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("`{arg}` is not key=value"))
 }
 
 fn report(command: &str, settings: String, records: u64, bytes: u64, seconds: f64) -> Report {

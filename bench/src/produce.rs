@@ -46,6 +46,13 @@ pub struct LoadArgs {
     /// Keys: 0 for none (round-robin partitions), or this many distinct keys in turn.
     #[arg(long, default_value_t = 0)]
     pub keys: u64,
+    /// Idempotent producers (`--idempotence false`: at-least-once, one batch in flight
+    /// per partition).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub idempotence: bool,
+    /// Batches in flight per partition and producer (1 to 5; 1 without idempotence).
+    #[arg(long, default_value_t = 5)]
+    pub batches_in_flight: usize,
 }
 
 impl LoadArgs {
@@ -63,8 +70,16 @@ impl LoadArgs {
         } else {
             "unlimited rate".to_string()
         };
+        let idempotence = if self.idempotence {
+            format!(
+                "idempotent, {} batches in flight per partition",
+                self.batches_in_flight
+            )
+        } else {
+            "not idempotent".to_string()
+        };
         format!(
-            "{amount} of {sizes}; {} producer(s), in-flight {}, linger {} ms, batch {} B; {rate}; {} keys",
+            "{amount} of {sizes}; {} producer(s), in-flight {}, linger {} ms, batch {} B, {idempotence}; {rate}; {} keys",
             self.producers, self.in_flight, self.linger_ms, self.batch_bytes, self.keys
         )
     }
@@ -107,6 +122,8 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
         let producer = client.producer(ProducerConfig {
             linger: Duration::from_millis(args.linger_ms),
             batch_max_bytes: args.batch_bytes,
+            idempotent: args.idempotence,
+            max_in_flight: args.batches_in_flight,
             ..ProducerConfig::default()
         });
         let (args, topic) = (args.clone(), topic.to_string());

@@ -69,6 +69,8 @@ fn engine(dir: &Path, args: &StorageArgs, payload: &[u8]) -> anyhow::Result<(Run
                 record_count: args.records_per_batch,
                 first_timestamp: 0,
                 max_timestamp: 0,
+                producer_id: 0,
+                base_sequence: 0,
                 payload,
             },
             0,

@@ -46,6 +46,9 @@ pub enum BrokerError {
     Timeout(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// An idempotent batch out of its producer's order (retriable, in order).
+    #[error("out of sequence: {0}")]
+    OutOfSequence(String),
     #[error("internal error: {0}")]
     Internal(String),
 }

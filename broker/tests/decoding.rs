@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use strait_broker::controller::state::{ControllerCommand, LeaderUpdate};
 use strait_broker::controller::types::ControllerRaftConfig;
 use strait_broker::metadata::ClusterImage;
-use strait_broker::partition::types::{PartitionCommand, PartitionRaftConfig};
+use strait_broker::partition::types::{PartitionCommand, PartitionRaftConfig, ProducerStamp};
 use strait_broker::storage::{decode, encode};
 use strait_records::{BatchBuilder, RecordBatch};
 
@@ -60,6 +60,7 @@ fn command() -> impl Strategy<Value = ControllerCommand> {
             }
         ),
         "[a-z]{1,10}".prop_map(|name| ControllerCommand::DeleteTopic { name }),
+        Just(ControllerCommand::AllocateProducerId),
         (any::<u64>(), any::<u64>(), any::<u64>()).prop_map(|(group_id, leader, term)| {
             ControllerCommand::UpdateLeaders {
                 updates: vec![LeaderUpdate {
@@ -84,8 +85,15 @@ proptest! {
     }
 
     #[test]
-    fn partition_commands_round_trip(batch in record_batch()) {
-        let command = PartitionCommand::Append { batch };
+    fn partition_commands_round_trip(
+        batch in record_batch(),
+        producer in proptest::option::of((1u64.., any::<u64>())),
+    ) {
+        let producer = producer.map(|(producer_id, base_sequence)| ProducerStamp {
+            producer_id,
+            base_sequence,
+        });
+        let command = PartitionCommand::Append { batch, producer };
         let bytes = encode(&command).expect("encodes");
         prop_assert_eq!(decode::<PartitionCommand>(&bytes).expect("decodes"), command);
     }
@@ -98,7 +106,7 @@ proptest! {
 
     #[test]
     fn truncated_encodings_are_errors(batch in record_batch(), cut in 0usize..64) {
-        let bytes = encode(&PartitionCommand::Append { batch }).expect("encodes");
+        let bytes = encode(&PartitionCommand::Append { batch, producer: None }).expect("encodes");
         let cut = cut.min(bytes.len() - 1);
         prop_assert!(decode::<PartitionCommand>(&bytes[..cut]).is_err());
     }

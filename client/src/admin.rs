@@ -41,7 +41,7 @@ pub struct ClusterStatus {
 const ADMIN_RETRY_WINDOW: Duration = Duration::from_secs(20);
 
 impl Client {
-    async fn with_any_broker<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
+    pub(crate) async fn with_any_broker<T, F, Fut>(&self, mut call: F) -> Result<T, ClientError>
     where
         F: FnMut(String) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,

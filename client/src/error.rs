@@ -40,6 +40,9 @@ pub enum ClientError {
     Timeout(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// An idempotent batch arrived out of its producer's order; retried in order.
+    #[error("out of sequence: {0}")]
+    OutOfSequence(String),
     #[error("broker internal error: {0}")]
     Internal(String),
     #[error("cannot reach {addr}: {message}")]
@@ -65,6 +68,7 @@ impl ClientError {
             ClientError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             ClientError::Timeout(_) => ErrorCode::Timeout,
             ClientError::Unavailable(_) => ErrorCode::Unavailable,
+            ClientError::OutOfSequence(_) => ErrorCode::OutOfSequence,
             ClientError::Internal(_) => ErrorCode::Internal,
             ClientError::Transport { .. } | ClientError::Config(_) => return None,
         })
@@ -77,6 +81,7 @@ impl ClientError {
             ClientError::NotLeader { .. }
                 | ClientError::Timeout(_)
                 | ClientError::Unavailable(_)
+                | ClientError::OutOfSequence(_)
                 | ClientError::Transport { .. }
         )
     }
@@ -124,6 +129,7 @@ impl ClientError {
             ErrorCode::InvalidRequest => ClientError::InvalidRequest(message),
             ErrorCode::Timeout => ClientError::Timeout(message),
             ErrorCode::Unavailable => ClientError::Unavailable(message),
+            ErrorCode::OutOfSequence => ClientError::OutOfSequence(message),
             ErrorCode::Internal | ErrorCode::Unspecified => ClientError::Internal(message),
         }
     }

@@ -3,26 +3,37 @@
 //! Each partition gets a worker task fed by a bounded queue (backpressure: `send` waits
 //! when it is full). A worker takes the first waiting record, lingers up to `linger` for
 //! more (up to `batch_max_bytes`), sends the batch to the partition leader and retries it
-//! through leader changes until `delivery_timeout`. One batch per partition is in flight
-//! at a time, so records of a partition are written in the order they were sent.
-//! Without idempotence (a later feature) a retry after a timed-out request may write a
-//! batch twice.
+//! through leader changes until `delivery_timeout`.
+//!
+//! An idempotent producer (the default) takes a producer id from the cluster and numbers
+//! the records it sends to each partition; the leader writes each batch once, so a retry
+//! after a lost answer does not duplicate it, and up to `max_in_flight` batches per
+//! partition may be on their way at once without reordering (the leader admits them in
+//! sequence). When a batch fails for good, later batches of its partition already sent
+//! fail too (the order would break otherwise), and the partition starts over with a new
+//! producer id. Without idempotence one batch per partition is in flight, and a retry
+//! after a timed-out request may write a batch twice.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use strait_proto::v1::ProduceRequest;
+use strait_proto::v1::{InitProducerRequest, ProduceRequest};
 use strait_records::BatchBuilder;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OnceCell, mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::client::Client;
 use crate::error::ClientError;
 use crate::partitioner::{RoundRobin, partition_for_key};
 use crate::types::{ProducerRecord, RecordMetadata};
+
+/// Most batches an idempotent producer has in flight per partition (the leader
+/// remembers as many per producer).
+pub const MAX_IN_FLIGHT_LIMIT: usize = 5;
 
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -34,6 +45,12 @@ pub struct ProducerConfig {
     pub queue_capacity: usize,
     /// How long a record may take from `send` to acknowledgement, retries included.
     pub delivery_timeout: Duration,
+    /// Write each batch exactly once per partition, even when retried (see the module
+    /// documentation).
+    pub idempotent: bool,
+    /// Batches in flight per partition: 1 to [`MAX_IN_FLIGHT_LIMIT`] when idempotent,
+    /// always 1 otherwise.
+    pub max_in_flight: usize,
 }
 
 impl Default for ProducerConfig {
@@ -43,6 +60,18 @@ impl Default for ProducerConfig {
             batch_max_bytes: 512 * 1024,
             queue_capacity: 10_000,
             delivery_timeout: Duration::from_secs(60),
+            idempotent: true,
+            max_in_flight: MAX_IN_FLIGHT_LIMIT,
+        }
+    }
+}
+
+impl ProducerConfig {
+    fn in_flight(&self) -> usize {
+        if self.idempotent {
+            self.max_in_flight.clamp(1, MAX_IN_FLIGHT_LIMIT)
+        } else {
+            1
         }
     }
 }
@@ -73,6 +102,8 @@ pub struct Producer {
     /// Topic → partition → that partition's worker queue.
     workers: Mutex<HashMap<String, HashMap<u32, mpsc::Sender<Pending>>>>,
     round_robin: RoundRobin,
+    /// The producer id, taken when the first idempotent batch goes out.
+    producer_id: Arc<OnceCell<u64>>,
 }
 
 impl Client {
@@ -83,7 +114,20 @@ impl Client {
             config,
             workers: Mutex::new(HashMap::new()),
             round_robin: RoundRobin::default(),
+            producer_id: Arc::new(OnceCell::new()),
         }
+    }
+
+    /// A new idempotent producer id from the cluster (unique, never reused).
+    pub async fn init_producer_id(&self) -> Result<u64, ClientError> {
+        self.with_any_broker(|addr| async move {
+            self.data_client(&addr)?
+                .init_producer(InitProducerRequest {})
+                .await
+                .map(|r| r.into_inner().producer_id)
+                .map_err(|s| ClientError::from_status(&addr, &s))
+        })
+        .await
     }
 }
 
@@ -137,10 +181,14 @@ impl Producer {
         }
         let (tx, rx) = mpsc::channel(self.config.queue_capacity.max(1));
         tokio::spawn(run_partition_worker(
-            self.client.clone(),
-            self.config.clone(),
-            topic.to_string(),
-            partition,
+            Worker {
+                client: self.client.clone(),
+                config: self.config.clone(),
+                topic: topic.to_string(),
+                partition,
+                producer_id: self.producer_id.clone(),
+                sequence: Arc::new(Mutex::new(Sequence::default())),
+            },
             rx,
         ));
         workers
@@ -151,13 +199,45 @@ impl Producer {
     }
 }
 
-async fn run_partition_worker(
+/// One partition's worker: batches, numbers and sends.
+#[derive(Clone)]
+struct Worker {
     client: Client,
     config: ProducerConfig,
     topic: String,
     partition: u32,
-    mut queue: mpsc::Receiver<Pending>,
-) {
+    /// The producer's id, shared by its workers.
+    producer_id: Arc<OnceCell<u64>>,
+    sequence: Arc<Mutex<Sequence>>,
+}
+
+/// How a worker numbers its batches.
+#[derive(Debug, Default)]
+struct Sequence {
+    /// The id this partition's batches go under: the producer's, or a fresh one after a
+    /// batch failed for good (0: not chosen yet).
+    producer_id: u64,
+    /// The producer's shared id may not be used any more (a batch under it failed).
+    own_id: bool,
+    next: u64,
+    /// The first batch that failed for good: `(producer id, sequence)`. Later batches
+    /// under that id cannot be written in order.
+    failed: Option<(u64, u64)>,
+}
+
+/// A batch's producer id and first sequence number.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    producer_id: u64,
+    base_sequence: u64,
+}
+
+async fn run_partition_worker(worker: Worker, mut queue: mpsc::Receiver<Pending>) {
+    let config = worker.config.clone();
+    // Batches on their way, oldest first. A batch goes out only when the one
+    // `max_in_flight` places before it is done: a leader remembers that many batches
+    // per producer, so a late retry of the oldest is still recognised.
+    let mut in_flight = VecDeque::new();
     while let Some(first) = queue.recv().await {
         let mut bytes = first.record.size();
         let mut batch = vec![first];
@@ -184,7 +264,7 @@ async fn run_partition_worker(
             let size = next.record.size();
             if bytes + size > config.batch_max_bytes {
                 // Too big to join: send what we have, then start the next batch with it.
-                send_batch(&client, &config, &topic, partition, batch).await;
+                worker.dispatch(batch, &mut in_flight).await;
                 bytes = size;
                 batch = vec![next];
                 continue;
@@ -192,56 +272,153 @@ async fn run_partition_worker(
             bytes += size;
             batch.push(next);
         }
-        send_batch(&client, &config, &topic, partition, batch).await;
+        worker.dispatch(batch, &mut in_flight).await;
     }
 }
 
-async fn send_batch(
-    client: &Client,
-    config: &ProducerConfig,
-    topic: &str,
-    partition: u32,
-    batch: Vec<Pending>,
-) {
-    let bytes: usize = batch.iter().map(|p| p.record.size()).sum();
-    let mut builder = BatchBuilder::with_capacity(bytes);
-    for pending in &batch {
-        pending.record.encode(&mut builder);
-    }
-    let record_count = builder.count();
-    let records = builder.finish();
-    let deadline = Instant::now() + config.delivery_timeout;
-    let request_timeout = client.config().request_timeout;
-    let result = client
-        .with_leader(topic, partition, deadline, |addr| {
-            let request = ProduceRequest {
-                topic: topic.to_string(),
-                partition,
-                records: records.clone(),
-                record_count,
-                timeout_ms: request_timeout.as_millis() as u32,
-            };
-            async move {
-                let mut rpc = client.data_client(&addr)?;
-                let mut request = tonic::Request::new(request);
-                request.set_timeout(request_timeout + Duration::from_secs(1));
-                rpc.produce(request)
-                    .await
-                    .map(|r| r.into_inner().base_offset)
-                    .map_err(|s| ClientError::from_status(&addr, &s))
+impl Worker {
+    /// Waits for room in the window, numbers the batch and sends it in the background.
+    async fn dispatch(&self, batch: Vec<Pending>, in_flight: &mut VecDeque<JoinHandle<()>>) {
+        while in_flight.front().is_some_and(JoinHandle::is_finished) {
+            in_flight.pop_front();
+        }
+        while in_flight.len() >= self.config.in_flight() {
+            if let Some(oldest) = in_flight.pop_front() {
+                // A send task that panicked has dropped its records' senders: their
+                // callers see the producer as dropped.
+                let _ = oldest.await;
             }
-        })
-        .await;
-    for (i, pending) in batch.into_iter().enumerate() {
-        let outcome = match &result {
-            Ok(base) => Ok(RecordMetadata {
-                topic: topic.to_string(),
-                partition,
-                offset: base + i as u64,
-            }),
-            Err(err) => Err(err.clone()),
+        }
+        let stamp = if self.config.idempotent {
+            match self.stamp(batch.len()).await {
+                Ok(stamp) => Some(stamp),
+                Err(err) => {
+                    for pending in batch {
+                        let _ = pending.done.send(Err(err.clone()));
+                    }
+                    return;
+                }
+            }
+        } else {
+            None
         };
-        // The caller may have stopped waiting; that is fine.
-        let _ = pending.done.send(outcome);
+        in_flight.push_back(tokio::spawn(self.clone().send_batch(batch, stamp)));
+    }
+
+    /// Numbers the next batch of `records` records.
+    async fn stamp(&self, records: usize) -> Result<Stamp, ClientError> {
+        let (current, own_id) = {
+            let sequence = self.lock_sequence();
+            (sequence.producer_id, sequence.own_id)
+        };
+        if current == 0 {
+            let id = if own_id {
+                self.client.init_producer_id().await?
+            } else {
+                *self
+                    .producer_id
+                    .get_or_try_init(|| self.client.init_producer_id())
+                    .await?
+            };
+            let mut sequence = self.lock_sequence();
+            sequence.producer_id = id;
+            sequence.next = 0;
+        }
+        let mut sequence = self.lock_sequence();
+        let stamp = Stamp {
+            producer_id: sequence.producer_id,
+            base_sequence: sequence.next,
+        };
+        sequence.next = sequence.next.wrapping_add(records as u64);
+        Ok(stamp)
+    }
+
+    fn lock_sequence(&self) -> std::sync::MutexGuard<'_, Sequence> {
+        self.sequence.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Why the batch `stamp` must not be sent: an earlier batch under its id failed.
+    fn blocked(&self, stamp: Option<Stamp>) -> Option<ClientError> {
+        let stamp = stamp?;
+        let (id, seq) = self.lock_sequence().failed?;
+        (id == stamp.producer_id && stamp.base_sequence.wrapping_sub(seq) as i64 > 0).then(|| {
+            ClientError::Unavailable(format!(
+                "an earlier batch of partition {} failed; this one was not written, to keep the order",
+                self.partition
+            ))
+        })
+    }
+
+    /// The batch `stamp` failed for good: later batches under its id cannot follow it,
+    /// and the partition goes on under a fresh producer id.
+    fn note_failure(&self, stamp: Option<Stamp>) {
+        let Some(stamp) = stamp else { return };
+        let mut sequence = self.lock_sequence();
+        if sequence
+            .failed
+            .is_some_and(|(id, seq)| id == stamp.producer_id && seq <= stamp.base_sequence)
+        {
+            return;
+        }
+        sequence.failed = Some((stamp.producer_id, stamp.base_sequence));
+        if sequence.producer_id == stamp.producer_id {
+            sequence.producer_id = 0;
+            sequence.own_id = true;
+        }
+    }
+
+    async fn send_batch(self, batch: Vec<Pending>, stamp: Option<Stamp>) {
+        let (client, config, topic, partition) =
+            (&self.client, &self.config, &self.topic, self.partition);
+        let bytes: usize = batch.iter().map(|p| p.record.size()).sum();
+        let mut builder = BatchBuilder::with_capacity(bytes);
+        for pending in &batch {
+            pending.record.encode(&mut builder);
+        }
+        let record_count = builder.count();
+        let records = builder.finish();
+        let deadline = Instant::now() + config.delivery_timeout;
+        let request_timeout = client.config().request_timeout;
+        let result = client
+            .with_leader(topic, partition, deadline, |addr| {
+                let request = ProduceRequest {
+                    topic: topic.to_string(),
+                    partition,
+                    records: records.clone(),
+                    record_count,
+                    timeout_ms: request_timeout.as_millis() as u32,
+                    producer_id: stamp.map_or(0, |s| s.producer_id),
+                    base_sequence: stamp.map_or(0, |s| s.base_sequence),
+                };
+                let blocked = self.blocked(stamp);
+                async move {
+                    if let Some(err) = blocked {
+                        return Err(err);
+                    }
+                    let mut rpc = client.data_client(&addr)?;
+                    let mut request = tonic::Request::new(request);
+                    request.set_timeout(request_timeout + Duration::from_secs(1));
+                    rpc.produce(request)
+                        .await
+                        .map(|r| r.into_inner().base_offset)
+                        .map_err(|s| ClientError::from_status(&addr, &s))
+                }
+            })
+            .await;
+        if result.is_err() && self.blocked(stamp).is_none() {
+            self.note_failure(stamp);
+        }
+        for (i, pending) in batch.into_iter().enumerate() {
+            let outcome = match &result {
+                Ok(base) => Ok(RecordMetadata {
+                    topic: topic.to_string(),
+                    partition,
+                    offset: base + i as u64,
+                }),
+                Err(err) => Err(err.clone()),
+            };
+            // The caller may have stopped waiting; that is fine.
+            let _ = pending.done.send(outcome);
+        }
     }
 }

@@ -117,6 +117,7 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
             records: batch.finish(),
             record_count: 1,
             timeout_ms: 0,
+            ..Default::default()
         })
         .await
         .expect_err("a follower refuses produce");
@@ -148,6 +149,7 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
                 records,
                 record_count,
                 timeout_ms: 0,
+                ..Default::default()
             })
             .await
             .expect_err(what);

@@ -57,7 +57,7 @@ pub async fn create_topic(
     match controller.propose(command).await? {
         ControllerReply::TopicCreated(topic) => Ok(topic),
         ControllerReply::Rejected(rejection) => Err(rejection_to_error(rejection)),
-        ControllerReply::Done => Err(BrokerError::Internal(
+        _ => Err(BrokerError::Internal(
             "topic creation returned no topic".into(),
         )),
     }
@@ -87,7 +87,7 @@ pub async fn alter_topic_configs(
     {
         ControllerReply::TopicCreated(topic) => Ok(topic),
         ControllerReply::Rejected(rejection) => Err(rejection_to_error(rejection)),
-        ControllerReply::Done => Err(BrokerError::Internal(
+        _ => Err(BrokerError::Internal(
             "config change returned no topic".into(),
         )),
     }
@@ -101,6 +101,20 @@ pub async fn delete_topic(controller: &Controller, name: String) -> Result<(), B
     {
         ControllerReply::Rejected(rejection) => Err(rejection_to_error(rejection)),
         _ => Ok(()),
+    }
+}
+
+/// A new idempotent producer id, unique in the cluster (allocated through the log).
+pub async fn allocate_producer_id(controller: &Controller) -> Result<u64, BrokerError> {
+    match controller
+        .propose(ControllerCommand::AllocateProducerId)
+        .await?
+    {
+        ControllerReply::ProducerId(id) => Ok(id),
+        ControllerReply::Rejected(rejection) => Err(rejection_to_error(rejection)),
+        _ => Err(BrokerError::Internal(
+            "producer id allocation returned no id".into(),
+        )),
     }
 }
 

@@ -76,6 +76,9 @@ pub struct ClusterState {
     pub topics: BTreeMap<String, TopicRecord>,
     /// Next partition group id to hand out; ids are never reused (0 is the controller).
     pub next_group_id: u64,
+    /// The last idempotent producer id handed out; ids are never reused (0 is none).
+    #[serde(default)]
+    pub last_producer_id: u64,
 }
 
 /// A leadership report of a partition leader, relayed by the controller.
@@ -121,6 +124,8 @@ pub enum ControllerCommand {
     UpdateLeaders {
         updates: Vec<LeaderUpdate>,
     },
+    /// Hand out the next idempotent producer id.
+    AllocateProducerId,
 }
 
 impl std::fmt::Display for ControllerCommand {
@@ -138,6 +143,7 @@ impl std::fmt::Display for ControllerCommand {
             ControllerCommand::UpdateLeaders { updates } => {
                 write!(f, "update-leaders({})", updates.len())
             }
+            ControllerCommand::AllocateProducerId => write!(f, "allocate-producer-id"),
         }
     }
 }
@@ -162,6 +168,7 @@ pub enum Rejection {
 pub enum ControllerReply {
     Done,
     TopicCreated(TopicRecord),
+    ProducerId(u64),
     Rejected(Rejection),
 }
 
@@ -226,6 +233,10 @@ impl ClusterState {
                 }
                 topic.configs = configs;
                 ControllerReply::TopicCreated(topic.clone())
+            }
+            ControllerCommand::AllocateProducerId => {
+                self.last_producer_id += 1;
+                ControllerReply::ProducerId(self.last_producer_id)
             }
             ControllerCommand::UpdateLeaders { updates } => {
                 for update in updates {
@@ -444,5 +455,21 @@ mod tests {
         assert!(state.live_brokers().is_empty());
         register(&mut state, 1);
         assert_eq!(state.live_brokers(), vec![1]);
+    }
+
+    #[test]
+    fn producer_ids_are_handed_out_once() {
+        let mut state = ClusterState::new();
+        let ids: Vec<_> = (0..3)
+            .map(|_| state.apply(ControllerCommand::AllocateProducerId))
+            .collect();
+        assert_eq!(
+            ids,
+            vec![
+                ControllerReply::ProducerId(1),
+                ControllerReply::ProducerId(2),
+                ControllerReply::ProducerId(3)
+            ]
+        );
     }
 }

@@ -22,7 +22,7 @@ use openraft::{EntryPayload, LogId, OptionalSend};
 use strait_records::RecordBatch;
 
 use super::state_machine::InstalledOffset;
-use super::types::{PartitionCommand, PartitionRaftConfig as C};
+use super::types::{PartitionCommand, PartitionRaftConfig as C, ProducerStamp};
 use crate::storage::partition_log::format::EntryKind;
 use crate::storage::partition_log::log::{NewEntry, PartitionLog};
 use crate::storage::partition_log::segment::StoredBatch;
@@ -128,23 +128,48 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The batch fields and payload bytes of an entry: a record batch is stored as the
+/// The frame fields of an entry besides its place in the Raft log.
+struct Fields {
+    kind: EntryKind,
+    record_count: u32,
+    first_timestamp: i64,
+    max_timestamp: i64,
+    producer: Option<ProducerStamp>,
+}
+
+impl Fields {
+    fn empty(kind: EntryKind) -> Fields {
+        Fields {
+            kind,
+            record_count: 0,
+            first_timestamp: 0,
+            max_timestamp: 0,
+            producer: None,
+        }
+    }
+}
+
+/// The frame fields and payload bytes of an entry: a record batch is stored as the
 /// bytes it arrived in.
-fn to_batch(entry: &Entry) -> io::Result<(EntryKind, u32, i64, i64, Bytes)> {
+fn to_batch(entry: &Entry) -> io::Result<(Fields, Bytes)> {
     Ok(match &entry.payload {
-        EntryPayload::Blank => (EntryKind::Blank, 0, 0, 0, Bytes::new()),
-        EntryPayload::Normal(PartitionCommand::Append { batch }) => (
-            EntryKind::Records,
-            batch.count(),
-            batch.first_timestamp(),
-            batch.max_timestamp(),
+        EntryPayload::Blank => (Fields::empty(EntryKind::Blank), Bytes::new()),
+        EntryPayload::Normal(PartitionCommand::Append { batch, producer }) => (
+            Fields {
+                kind: EntryKind::Records,
+                record_count: batch.count(),
+                first_timestamp: batch.first_timestamp(),
+                max_timestamp: batch.max_timestamp(),
+                producer: *producer,
+            },
             batch.bytes().clone(),
         ),
-        EntryPayload::Membership(membership) => {
-            (EntryKind::Membership, 0, 0, 0, encode(membership)?.into())
-        }
+        EntryPayload::Membership(membership) => (
+            Fields::empty(EntryKind::Membership),
+            encode(membership)?.into(),
+        ),
         EntryPayload::Normal(command @ PartitionCommand::Retain { .. }) => {
-            (EntryKind::Control, 0, 0, 0, encode(command)?.into())
+            (Fields::empty(EntryKind::Control), encode(command)?.into())
         }
     })
 }
@@ -169,6 +194,10 @@ fn to_entry(batch: &StoredBatch) -> io::Result<Entry> {
                 h.first_timestamp,
                 h.max_timestamp,
             ),
+            producer: (h.producer_id != 0).then_some(ProducerStamp {
+                producer_id: h.producer_id,
+                base_sequence: h.base_sequence,
+            }),
         }),
         EntryKind::Membership => EntryPayload::Membership(decode(&batch.payload)?),
         EntryKind::Control => EntryPayload::Normal(decode(&batch.payload)?),
@@ -244,18 +273,23 @@ impl RaftLogStorage<C> for PartitionLogStore {
         let handle = {
             let mut log = self.write();
             for entry in entries {
-                let (kind, record_count, first_timestamp, max_timestamp, payload) =
-                    to_batch(&entry)?;
+                let (fields, payload) = to_batch(&entry)?;
                 let (leader_id, index) = entry.log_id_parts();
+                let producer = fields.producer.unwrap_or(ProducerStamp {
+                    producer_id: 0,
+                    base_sequence: 0,
+                });
                 log.append(
                     NewEntry {
                         term: leader_id.term,
                         leader_node: leader_id.node_id,
                         index,
-                        kind,
-                        record_count,
-                        first_timestamp,
-                        max_timestamp,
+                        kind: fields.kind,
+                        record_count: fields.record_count,
+                        first_timestamp: fields.first_timestamp,
+                        max_timestamp: fields.max_timestamp,
+                        producer_id: producer.producer_id,
+                        base_sequence: producer.base_sequence,
                         payload: &payload,
                     },
                     now,

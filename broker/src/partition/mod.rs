@@ -3,10 +3,12 @@
 
 pub mod liveness;
 mod log_store;
+mod producers;
 mod recovery;
 mod registry;
 mod repair;
 mod replica;
+mod sequencer;
 pub mod state_machine;
 pub mod types;
 

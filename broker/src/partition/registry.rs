@@ -454,6 +454,7 @@ impl PartitionRegistry {
             flush_async,
             generation,
             liveness: Default::default(),
+            sequencer: Default::default(),
         };
         self.groups
             .write()

@@ -7,15 +7,22 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::future::BoxFuture;
+use openraft::alias::CommittedLeaderIdOf;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::impls::ProgressResponder;
 use openraft::{Instant as _, ServerState};
 use strait_records::{BatchError, RecordBatch};
+use tokio::sync::oneshot;
 
 use super::liveness::Liveness;
 use super::recovery::RecoveryGate;
+use super::sequencer::{Admission, Sequencer, Verdict};
 use super::state_machine::Positions;
-use super::types::{PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply};
+use super::types::{
+    PartitionCommand, PartitionRaft, PartitionRaftConfig, PartitionReply, ProducerStamp,
+};
 use crate::controller::topic_config::{Flush, TopicConfig};
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::MetadataCache;
@@ -49,6 +56,14 @@ const QUORUM_SILENCE: Duration = Duration::from_millis(2400);
 /// last majority acknowledgement is older than this.
 const LEASE_RENEW_AFTER: Duration = Duration::from_millis(1200);
 
+/// What became of a write, as far as its producer is concerned.
+enum Outcome {
+    Appended(u64),
+    NotLeader(Option<u64>),
+    /// Raft gave up on the entry; it may still be committed by a later leader.
+    Unknown(String),
+}
+
 /// Committed record batches read from the log, the first starting at the requested
 /// offset.
 #[derive(Debug, Default)]
@@ -77,6 +92,8 @@ pub struct PartitionReplica {
     pub(super) flush_async: Arc<AtomicBool>,
     /// Leader contact and follower acknowledgements (see `partition::liveness`).
     pub(super) liveness: Liveness,
+    /// Admission of idempotent producers' batches while leader.
+    pub(super) sequencer: Arc<Sequencer>,
 }
 
 impl PartitionReplica {
@@ -158,11 +175,13 @@ impl PartitionReplica {
 
     /// Appends the record batch `records` (declared to hold `record_count` records)
     /// through Raft; returns the base offset once it is committed: a majority has it on
-    /// disk (with `flush=async`, written) and it is applied.
+    /// disk (with `flush=async`, written) and it is applied. A batch of an idempotent
+    /// `producer` is written at most once (`partition::sequencer`).
     pub async fn produce(
         &self,
         records: Bytes,
         record_count: u32,
+        producer: Option<ProducerStamp>,
         append_time_ms: i64,
         timeout: Option<Duration>,
     ) -> Result<u64, BrokerError> {
@@ -190,28 +209,100 @@ impl PartitionReplica {
             .unwrap_or(self.limits.produce_timeout)
             .min(MAX_PRODUCE_TIMEOUT);
         self.renew_lease().await?;
-        let write = self.raft.client_write(PartitionCommand::Append { batch });
-        match tokio::time::timeout(timeout, write).await {
+        let command = PartitionCommand::Append { batch, producer };
+        let written = match producer {
+            None => Box::pin(self.write(command, None).await?),
+            Some(stamp) => self.write_once(command, stamp, record_count).await?,
+        };
+        match tokio::time::timeout(timeout, written).await {
             Err(_) => Err(BrokerError::Timeout(format!(
                 "no majority acknowledged within {} ms; the records may or may not be written",
                 timeout.as_millis()
             ))),
-            Ok(Ok(response)) => match response.data {
-                PartitionReply::Appended { base_offset } => Ok(base_offset),
-                PartitionReply::Nothing => Err(BrokerError::Internal(
-                    "append applied without an offset".into(),
-                )),
-            },
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                Err(self.not_leader(forward.leader_id))
-            }
-            Ok(Err(RaftError::APIError(other))) => Err(BrokerError::Unavailable(format!(
-                "leadership changed while writing; outcome unknown: {other}"
-            ))),
-            Ok(Err(RaftError::Fatal(fatal))) => Err(BrokerError::Unavailable(format!(
-                "partition replica stopped: {fatal}"
+            Ok(Outcome::Appended(base_offset)) => Ok(base_offset),
+            Ok(Outcome::NotLeader(leader)) => Err(self.not_leader(leader)),
+            Ok(Outcome::Unknown(why)) => Err(BrokerError::Unavailable(format!(
+                "leadership changed while writing; outcome unknown: {why}"
             ))),
         }
+    }
+
+    /// Hands `command` to Raft (only while `leader` leads, if given); the future
+    /// resolves once the entry is applied, or Raft gave up on it.
+    async fn write(
+        &self,
+        command: PartitionCommand,
+        leader: Option<CommittedLeaderIdOf<PartitionRaftConfig>>,
+    ) -> Result<impl Future<Output = Outcome> + Send + 'static, BrokerError> {
+        let (responder, answer) = ProgressResponder::complete_only();
+        let mut write = self.raft.write(command).responder(responder);
+        if let Some(leader) = leader {
+            write = write.with_leader(leader);
+        }
+        write.await.map_err(|fatal| {
+            BrokerError::Unavailable(format!("partition replica stopped: {fatal}"))
+        })?;
+        Ok(async move {
+            match answer.await {
+                Ok(Ok(response)) => match response.data {
+                    PartitionReply::Appended { base_offset } => Outcome::Appended(base_offset),
+                    PartitionReply::Nothing => Outcome::Unknown("applied without an offset".into()),
+                },
+                Ok(Err(ClientWriteError::ForwardToLeader(forward))) => {
+                    Outcome::NotLeader(forward.leader_id)
+                }
+                Ok(Err(other)) => Outcome::Unknown(other.to_string()),
+                Err(_) => Outcome::Unknown("the leader dropped the write".into()),
+            }
+        })
+    }
+
+    /// [`Self::write`] for a batch of an idempotent producer: admitted in its producer's
+    /// sequence, or answered with the offset of its earlier, committed copy.
+    async fn write_once(
+        &self,
+        command: PartitionCommand,
+        stamp: ProducerStamp,
+        record_count: u32,
+    ) -> Result<BoxFuture<'static, Outcome>, BrokerError> {
+        let leader = self
+            .raft
+            .as_leader()
+            .map_err(|forward| self.not_leader(forward.leader_id))?
+            .to_committed_leader_id();
+        let term = leader.term;
+        if !self.sequencer.is_caught_up(term) {
+            // Everything earlier leaders committed must be in the producer table first.
+            self.catch_up_high_watermark().await?;
+            self.sequencer.caught_up(term);
+        }
+        let ticket = match self
+            .sequencer
+            .admit(&self.positions.producers, stamp, record_count, term)
+            .await
+        {
+            Admission::Write(ticket) => ticket,
+            Admission::Answer(Verdict::Written { base_offset }) => {
+                return Ok(Box::pin(std::future::ready(Outcome::Appended(base_offset))));
+            }
+            Admission::Answer(Verdict::OutOfSequence(why)) => {
+                return Err(BrokerError::OutOfSequence(why));
+            }
+        };
+        let answer = self.write(command, Some(leader)).await?;
+        ticket.submitted();
+        // The batch stays in flight until Raft answers, whatever becomes of this request.
+        let sequencer = self.sequencer.clone();
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let outcome = answer.await;
+            sequencer.finished(stamp, term).await;
+            let _ = tx.send(outcome);
+        });
+        Ok(Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Outcome::Unknown("the write was abandoned".into()))
+        }))
     }
 
     /// A quiet leader sends no AppendEntries (`partition::liveness`), so openraft's leader

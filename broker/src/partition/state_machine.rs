@@ -1,5 +1,5 @@
 //! openraft state machine of a partition group: it moves the high watermark and the
-//! log start offset.
+//! log start offset, and keeps the table of idempotent producers' batches.
 //!
 //! The records and their offsets live in the segmented log (written once, by the log
 //! store); applying a committed batch only advances the high watermark — the offset
@@ -18,6 +18,7 @@ use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::producers::{ProducerTable, WrittenBatch};
 use super::types::{PartitionCommand, PartitionRaftConfig as C, PartitionReply};
 use crate::storage::partition_log::log::PartitionLog;
 use crate::storage::{GroupId, Store, decode, encode, load_snapshot, save_snapshot_and_sync};
@@ -38,11 +39,12 @@ pub struct PartitionSnapshot {
 /// must restart the local log when openraft then purges everything up to the snapshot.
 pub type InstalledOffset = Arc<Mutex<Option<u64>>>;
 
-/// Receivers of a partition state machine's positions.
+/// Receivers of a partition state machine's positions, and its producer table.
 #[derive(Clone)]
 pub struct Positions {
     pub high_watermark: watch::Receiver<u64>,
     pub log_start_offset: watch::Receiver<u64>,
+    pub producers: Arc<Mutex<ProducerTable>>,
 }
 
 pub struct PartitionStateMachine {
@@ -54,6 +56,7 @@ pub struct PartitionStateMachine {
     log_start_offset: watch::Sender<u64>,
     installed: InstalledOffset,
     log: Arc<RwLock<PartitionLog>>,
+    producers: Arc<Mutex<ProducerTable>>,
 }
 
 impl PartitionStateMachine {
@@ -74,6 +77,7 @@ impl PartitionStateMachine {
             log_start_offset: watch::Sender::new(0),
             installed,
             log,
+            producers: Arc::default(),
         };
         if let Some((meta, data)) = load_snapshot::<C>(&sm.store, group)? {
             let snapshot: PartitionSnapshot = decode(&data)?;
@@ -85,6 +89,7 @@ impl PartitionStateMachine {
         let positions = Positions {
             high_watermark: sm.high_watermark.subscribe(),
             log_start_offset: sm.log_start_offset.subscribe(),
+            producers: sm.producers.clone(),
         };
         Ok((sm, positions))
     }
@@ -127,9 +132,22 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         while let Some((entry, responder)) = entries.try_next().await? {
             let reply = match entry.payload {
                 EntryPayload::Blank => PartitionReply::Nothing,
-                EntryPayload::Normal(PartitionCommand::Append { batch }) => {
+                EntryPayload::Normal(PartitionCommand::Append { batch, producer }) => {
                     let base_offset = high_watermark;
                     high_watermark += u64::from(batch.count());
+                    if let Some(stamp) = producer {
+                        self.producers
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .record(
+                                stamp.producer_id,
+                                WrittenBatch {
+                                    base_sequence: stamp.base_sequence,
+                                    record_count: batch.count(),
+                                    base_offset,
+                                },
+                            );
+                    }
                     PartitionReply::Appended { base_offset }
                 }
                 EntryPayload::Normal(PartitionCommand::Retain { log_start_offset }) => {
@@ -226,6 +244,10 @@ impl RaftStateMachine<C> for PartitionStateMachine {
         *self.installed.lock().unwrap_or_else(|e| e.into_inner()) = Some(state.high_watermark);
         self.high_watermark.send_replace(state.high_watermark);
         self.log_start_offset.send_replace(state.log_start_offset);
+        self.producers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         Ok(())

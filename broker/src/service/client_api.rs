@@ -1,22 +1,24 @@
-//! `strait.v1.Strait`: metadata, produce, fetch and list-offsets.
+//! `strait.v1.Strait`: metadata, produce, producer ids, fetch and list-offsets.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use strait_proto::v1::strait_server::Strait;
 use strait_proto::v1::{
-    FetchRequest, FetchResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
-    MetadataResponse, ProduceRequest, ProduceResponse, RecordBatch,
+    FetchRequest, FetchResponse, InitProducerRequest, InitProducerResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    RecordBatch,
 };
 use tonic::{Request, Response, Status};
 
 use super::convert::{broker_metadata, now_ms, topic_metadata};
 use super::status::to_status;
-use crate::controller::Controller;
 use crate::controller::topic_config::TopicConfig;
+use crate::controller::{Controller, admin};
 use crate::error::BrokerError;
 use crate::metadata::MetadataCache;
 use crate::partition::PartitionRegistry;
+use crate::partition::types::ProducerStamp;
 
 pub struct ClientApi {
     pub cache: MetadataCache,
@@ -74,13 +76,32 @@ impl Strait for ClientApi {
         let timeout =
             (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms.into()));
         let base_offset = replica
-            .produce(request.records, request.record_count, append_time, timeout)
+            .produce(
+                request.records,
+                request.record_count,
+                (request.producer_id != 0).then_some(ProducerStamp {
+                    producer_id: request.producer_id,
+                    base_sequence: request.base_sequence,
+                }),
+                append_time,
+                timeout,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(ProduceResponse {
             base_offset,
             log_append_time_ms: append_time as u64,
         }))
+    }
+
+    async fn init_producer(
+        &self,
+        _request: Request<InitProducerRequest>,
+    ) -> Result<Response<InitProducerResponse>, Status> {
+        let producer_id = admin::allocate_producer_id(&self.controller)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(InitProducerResponse { producer_id }))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(topic = %request.get_ref().topic, partition = request.get_ref().partition))]

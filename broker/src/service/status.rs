@@ -52,6 +52,7 @@ pub fn to_status(err: BrokerError) -> Status {
         BrokerError::InvalidConfig(_) => (Code::InvalidArgument, ErrorCode::InvalidConfig),
         BrokerError::Timeout(_) => (Code::DeadlineExceeded, ErrorCode::Timeout),
         BrokerError::Unavailable(_) => (Code::Unavailable, ErrorCode::Unavailable),
+        BrokerError::OutOfSequence(_) => (Code::Aborted, ErrorCode::OutOfSequence),
         BrokerError::Internal(_) => (Code::Internal, ErrorCode::Internal),
     };
     detail.code = code as i32;

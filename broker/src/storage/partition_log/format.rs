@@ -2,7 +2,7 @@
 //! entry sits in the Raft log and in the partition's offsets, then an opaque payload.
 //!
 //! ```text
-//! 0   magic         u8   format version (1)
+//! 0   magic         u8   format version (2)
 //! 1   length        u32  bytes after this field (crc + body)
 //! 5   crc           u32  CRC32C of the body
 //! 9   body:
@@ -14,6 +14,8 @@
 //!     record_count  u32
 //!     first_ts      i64  smallest record timestamp (ms)
 //!     max_ts        i64  largest record timestamp (ms)
+//!     producer_id   u64  idempotent producer that wrote the records (0: none)
+//!     base_sequence u64  that producer's sequence number of the first record
 //!     payload       ...  the rest
 //! ```
 //!
@@ -22,11 +24,12 @@
 
 use bytes::{Buf, BufMut};
 
-pub const MAGIC: u8 = 1;
+/// Format 2 added the producer fields; format 1 frames are not read.
+pub const MAGIC: u8 = 2;
 /// Bytes before the body: magic, length, crc.
 pub const PREFIX_LEN: usize = 9;
 /// Bytes of the fixed part of the body.
-pub const BODY_HEADER_LEN: usize = 8 + 8 + 8 + 1 + 8 + 4 + 8 + 8;
+pub const BODY_HEADER_LEN: usize = 8 + 8 + 8 + 1 + 8 + 4 + 8 + 8 + 8 + 8;
 /// Largest frame accepted on read; a longer length field is corruption, not a reason to
 /// allocate.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
@@ -64,6 +67,10 @@ pub struct BatchHeader {
     pub record_count: u32,
     pub first_timestamp: i64,
     pub max_timestamp: i64,
+    /// The idempotent producer whose records these are (0: none) and its sequence
+    /// number of the first of them.
+    pub producer_id: u64,
+    pub base_sequence: u64,
 }
 
 impl BatchHeader {
@@ -153,6 +160,8 @@ pub fn put_header(header: &BatchHeader, out: &mut impl BufMut) {
     out.put_u32_le(header.record_count);
     out.put_i64_le(header.first_timestamp);
     out.put_i64_le(header.max_timestamp);
+    out.put_u64_le(header.producer_id);
+    out.put_u64_le(header.base_sequence);
 }
 
 /// Reads a header written by [`put_header`]; the caller has checked the length.
@@ -176,6 +185,8 @@ pub fn get_header(b: &mut impl Buf) -> Result<BatchHeader, FrameError> {
         record_count: b.get_u32_le(),
         first_timestamp: b.get_i64_le(),
         max_timestamp: b.get_i64_le(),
+        producer_id: b.get_u64_le(),
+        base_sequence: b.get_u64_le(),
     })
 }
 
@@ -194,6 +205,8 @@ mod tests {
             record_count: 5,
             first_timestamp: 1_700_000_000_000,
             max_timestamp: 1_700_000_000_500,
+            producer_id: 7,
+            base_sequence: 40 + index,
         }
     }
 
@@ -247,13 +260,14 @@ mod tests {
         fn any_header_and_payload_round_trips(
             term in any::<u64>(), node in any::<u64>(), index in any::<u64>(),
             kind in 0u8..3, base in any::<u64>(), count in any::<u32>(),
-            t0 in any::<i64>(), t1 in any::<i64>(),
+            t0 in any::<i64>(), t1 in any::<i64>(), producer in any::<u64>(), seq in any::<u64>(),
             payload in proptest::collection::vec(any::<u8>(), 0..512),
         ) {
             let h = BatchHeader {
                 term, leader_node: node, index,
                 kind: EntryKind::from_u8(kind).expect("0..3"),
                 base_offset: base, record_count: count, first_timestamp: t0, max_timestamp: t1,
+                producer_id: producer, base_sequence: seq,
             };
             let mut buf = Vec::new();
             encode_batch(&h, &payload, &mut buf);

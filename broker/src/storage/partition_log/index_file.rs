@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! magic          u32  "SIDX"
-//! version        u8   1
+//! version        u8   2 (2: headers of frame format 2)
 //! segment_size   u64  length of the .log file it describes
 //! max_timestamp  i64
 //! first, last    u8 present flag + header (format::put_header) each
@@ -28,7 +28,7 @@ use bytes::{Buf, BufMut};
 use super::format::{BODY_HEADER_LEN, BatchHeader, get_header, put_header};
 
 const MAGIC: u32 = u32::from_be_bytes(*b"SIDX");
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const POINT_LEN: usize = 32;
 /// An index file longer than this is not one of ours (a 1 GiB segment indexed every
 /// 4 KiB needs 8 MiB).
@@ -212,6 +212,8 @@ mod tests {
             record_count: 10,
             first_timestamp: 5,
             max_timestamp: 9,
+            producer_id: 3,
+            base_sequence: index * 10,
         };
         SegmentSummary {
             segment_size: 10_000,

@@ -42,6 +42,9 @@ pub struct NewEntry<'a> {
     pub record_count: u32,
     pub first_timestamp: i64,
     pub max_timestamp: i64,
+    /// The idempotent producer of the records (0: none) and its first sequence number.
+    pub producer_id: u64,
+    pub base_sequence: u64,
     pub payload: &'a [u8],
 }
 
@@ -315,6 +318,8 @@ impl PartitionLog {
             record_count: entry.record_count,
             first_timestamp: entry.first_timestamp,
             max_timestamp: entry.max_timestamp,
+            producer_id: entry.producer_id,
+            base_sequence: entry.base_sequence,
         };
         if entry.kind == EntryKind::Records && self.should_roll(now_ms) {
             self.roll()?;

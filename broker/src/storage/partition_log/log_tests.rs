@@ -31,6 +31,8 @@ fn append(log: &mut PartitionLog, index: u64, ts: i64) {
             record_count: count,
             first_timestamp: ts,
             max_timestamp: ts,
+            producer_id: 0,
+            base_sequence: 0,
             payload: &bytes,
         },
         ts,

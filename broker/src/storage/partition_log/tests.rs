@@ -18,6 +18,8 @@ fn batch(index: u64, base_offset: u64, count: u32, ts: i64) -> BatchHeader {
         record_count: count,
         first_timestamp: ts,
         max_timestamp: ts + 10,
+        producer_id: 0,
+        base_sequence: 0,
     }
 }
 
