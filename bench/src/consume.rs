@@ -98,25 +98,24 @@ impl Followers {
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
         for i in 0..consumers {
-            let mut readers = Vec::new();
+            // A consumer fetches its partitions concurrently (as Kafka's fetcher does):
+            // one long poll waiting on a quiet partition must not hold up the others.
             for partition in share(partitions, consumers, i) {
                 let config = ConsumerConfig {
                     max_wait: Duration::from_millis(100),
                     ..ConsumerConfig::default()
                 };
-                readers.push(
-                    PartitionConsumer::new(
-                        client.clone(),
-                        topic,
-                        partition,
-                        OffsetSpec::Latest,
-                        config,
-                    )
-                    .await?,
-                );
+                let reader = PartitionConsumer::new(
+                    client.clone(),
+                    topic,
+                    partition,
+                    OffsetSpec::Latest,
+                    config,
+                )
+                .await?;
+                let (client, topic, stop) = (client.clone(), topic.to_string(), stop.clone());
+                tasks.push(tokio::spawn(follow(client, topic, vec![reader], stop)));
             }
-            let (client, topic, stop) = (client.clone(), topic.to_string(), stop.clone());
-            tasks.push(tokio::spawn(follow(client, topic, readers, stop)));
         }
         Ok(Followers { stop, tasks })
     }
@@ -140,7 +139,7 @@ impl Followers {
     }
 }
 
-/// One consumer task: polls its partitions in turn, measuring each record's latency
+/// One fetch loop: polls its partitions in turn (the followers give it one), measuring each record's latency
 /// from the send time stamped in its value.
 async fn follow(
     client: Client,
