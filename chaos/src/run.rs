@@ -41,7 +41,7 @@ pub struct RunConfig {
     pub partitions: u32,
     pub producers: u32,
     pub consumers: u32,
-    /// Assert no duplicates (once producers are idempotent).
+    /// Assert no duplicates (producers are idempotent: each record is written once).
     pub strict_duplicates: bool,
     /// How long the cluster may take to take writes on every partition after a heal.
     pub recovery_deadline: Duration,
@@ -59,7 +59,7 @@ impl Default for RunConfig {
             partitions: 3,
             producers: 6,
             consumers: 2,
-            strict_duplicates: false,
+            strict_duplicates: true,
             recovery_deadline: Duration::from_secs(60),
             keep: false,
         }

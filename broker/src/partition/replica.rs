@@ -295,9 +295,10 @@ impl PartitionReplica {
         let sequencer = self.sequencer.clone();
         let (tx, rx) = oneshot::channel();
         tokio::spawn(async move {
-            let outcome = answer.await;
+            // Answer first: until `finished`, a next batch is checked against this one
+            // in flight, which is as right as checking it against the table.
+            let _ = tx.send(answer.await);
             sequencer.finished(stamp, term).await;
-            let _ = tx.send(outcome);
         });
         Ok(Box::pin(async move {
             rx.await
