@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prost::Message;
-use strait_client::{OffsetSpec, PartitionConsumer, ProducerRecord};
+use strait_client::{Client, OffsetSpec, PartitionConsumer, ProducerRecord};
 use strait_proto::v1::strait_client::StraitClient;
 use strait_proto::v1::{ErrorCode, ErrorDetail, ProduceRequest};
 use strait_records::BatchBuilder;
@@ -78,6 +78,26 @@ async fn written(
     .await
 }
 
+/// The values of partition 0 of `idem`, from the start to the high watermark.
+async fn read_all(client: &Client) -> anyhow::Result<Vec<String>> {
+    let end = client.list_offsets("idem", 0).await?.1;
+    let mut consumer = PartitionConsumer::new(
+        client.clone(),
+        "idem",
+        0,
+        OffsetSpec::Earliest,
+        Default::default(),
+    )
+    .await?;
+    let mut values = Vec::new();
+    while consumer.position() < end {
+        for record in consumer.poll().await? {
+            values.push(String::from_utf8(record.value.to_vec())?);
+        }
+    }
+    Ok(values)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_batches_are_written_once_across_failover_and_restart() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(3).await?;
@@ -126,21 +146,10 @@ async fn retried_batches_are_written_once_across_failover_and_restart() -> anyho
 
     let client = cluster.client().await?;
     assert_eq!(client.list_offsets("idem", 0).await?, (0, 7));
-    let mut consumer = PartitionConsumer::new(
-        client.clone(),
-        "idem",
-        0,
-        OffsetSpec::Earliest,
-        Default::default(),
-    )
-    .await?;
-    let mut values = Vec::new();
-    while values.len() < 7 {
-        for record in consumer.poll().await? {
-            values.push(String::from_utf8(record.value.to_vec())?);
-        }
-    }
-    assert_eq!(values, ["a", "b", "c", "d", "e", "f", "g"]);
+    assert_eq!(
+        read_all(&client).await?,
+        ["a", "b", "c", "d", "e", "f", "g"]
+    );
     Ok(())
 }
 
@@ -180,22 +189,7 @@ async fn a_pipelined_producer_writes_each_record_once_through_a_leader_kill() ->
     let order: Vec<usize> = offsets.values().copied().collect();
     assert_eq!(order, (0..total as usize).collect::<Vec<_>>());
     // ...and the log holds each record exactly once, in the order sent.
-    let end = client.list_offsets("idem", 0).await?.1;
-    let mut consumer = PartitionConsumer::new(
-        client.clone(),
-        "idem",
-        0,
-        OffsetSpec::Earliest,
-        Default::default(),
-    )
-    .await?;
-    let mut values = Vec::new();
-    while consumer.position() < end {
-        for record in consumer.poll().await? {
-            values.push(String::from_utf8(record.value.to_vec())?);
-        }
-    }
     let expected: Vec<String> = (0..total).map(|i| format!("r{i:05}")).collect();
-    assert_eq!(values, expected);
+    assert_eq!(read_all(&client).await?, expected);
     Ok(())
 }
