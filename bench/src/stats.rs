@@ -114,10 +114,12 @@ impl Report {
             println!("limits: {}", limits.describe());
             let rf = f64::from(self.replication_factor.max(1));
             if self.replication_factor > 0 {
+                let burst = limits.disk_write_fdatasync_mb_per_sec / rf;
+                let sustained = limits.disk_sustained_write_fdatasync_mb_per_sec / rf;
                 println!(
-                    "share: {:.0}% of disk write+fdatasync / RF ({:.0} MB/s), every replica on this one disk",
-                    100.0 * self.mb_per_sec / (limits.disk_write_fdatasync_mb_per_sec / rf),
-                    limits.disk_write_fdatasync_mb_per_sec / rf
+                    "share of disk write+fdatasync / RF (every replica on this one disk): {:.0}% of the burst {burst:.0} MB/s, {:.0}% of the sustained {sustained:.0} MB/s",
+                    100.0 * self.mb_per_sec / burst,
+                    100.0 * self.mb_per_sec / sustained,
                 );
             }
         }
