@@ -95,9 +95,11 @@ fn disk(dir: &Path) -> anyhow::Result<(f64, f64)> {
         .find(|(at, _)| *at >= half)
         .copied()
         .unwrap_or((Duration::ZERO, 0));
-    let sustained =
-        (written - mid_bytes) as f64 / 1e6 / (total - mid_time).as_secs_f64().max(1e-9);
-    Ok((burst.unwrap_or_else(|| mb_per_sec(written, started)), sustained))
+    let sustained = (written - mid_bytes) as f64 / 1e6 / (total - mid_time).as_secs_f64().max(1e-9);
+    Ok((
+        burst.unwrap_or_else(|| mb_per_sec(written, started)),
+        sustained,
+    ))
 }
 
 fn loopback() -> anyhow::Result<f64> {

@@ -7,6 +7,7 @@
 mod consume;
 mod fault;
 mod limits;
+mod payload;
 mod produce;
 mod stats;
 mod storage;

@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use clap::Args;
 use strait_client::{
-    Client, ClientError, DeliveryFuture, ProducerConfig, ProducerRecord, partition_for_key,
+    Client, ClientError, Compression, DeliveryFuture, ProducerConfig, ProducerRecord,
+    partition_for_key,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::payload::{Filler, Payload};
 use crate::stats::Latency;
 
 #[derive(Args, Debug, Clone)]
@@ -53,6 +55,16 @@ pub struct LoadArgs {
     /// Batches in flight per partition and producer (1 to 5; 1 without idempotence).
     #[arg(long, default_value_t = 5)]
     pub batches_in_flight: usize,
+    /// Batch compression: none, lz4 or zstd.
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    pub compression: Compression,
+    /// What values hold after their send time: synthetic log lines, or random bytes.
+    #[arg(long, value_enum, default_value_t = Payload::Text)]
+    pub payload: Payload,
+}
+
+fn parse_compression(name: &str) -> Result<Compression, String> {
+    Compression::parse(name).ok_or_else(|| format!("`{name}`: use none, lz4 or zstd"))
 }
 
 impl LoadArgs {
@@ -79,8 +91,14 @@ impl LoadArgs {
             "not idempotent".to_string()
         };
         format!(
-            "{amount} of {sizes}; {} producer(s), in-flight {}, linger {} ms, batch {} B, {idempotence}; {rate}; {} keys",
-            self.producers, self.in_flight, self.linger_ms, self.batch_bytes, self.keys
+            "{amount} of {sizes} ({:?} payload); {} producer(s), in-flight {}, linger {} ms, batch {} B, compression {}, {idempotence}; {rate}; {} keys",
+            self.payload,
+            self.producers,
+            self.in_flight,
+            self.linger_ms,
+            self.batch_bytes,
+            self.compression.name(),
+            self.keys
         )
     }
 }
@@ -124,6 +142,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
             batch_max_bytes: args.batch_bytes,
             idempotent: args.idempotence,
             max_in_flight: args.batches_in_flight,
+            compression: args.compression,
             ..ProducerConfig::default()
         });
         let (args, topic) = (args.clone(), topic.to_string());
@@ -156,6 +175,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
             let average = sizes.iter().sum::<usize>() / sizes.len().max(1);
             let sticky = (args.batch_bytes / average.max(1)).max(1) as u64;
             let mut sent = 0u64;
+            let mut filler = Filler::new(args.payload);
             let start = Instant::now();
             loop {
                 let more = match deadline {
@@ -177,11 +197,11 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                     Instant::now()
                 };
                 let size = sizes[(sent % sizes.len() as u64) as usize].max(8);
-                let mut value = BytesMut::with_capacity(size);
+                let mut value = Vec::with_capacity(size);
                 // The intended send time, so end-to-end latency counts stalls too.
-                value.put_u64_le(wall_micros(due));
-                value.resize(size, b'x');
-                let mut record = ProducerRecord::new(value.freeze());
+                value.extend_from_slice(&wall_micros(due).to_le_bytes());
+                filler.fill(&mut value, size - 8);
+                let mut record = ProducerRecord::new(value);
                 let partition = if args.keys > 0 {
                     let key = (u64::from(p) + sent * u64::from(producers)) % args.keys;
                     let key = Bytes::from(key.to_string());

@@ -71,6 +71,7 @@ fn engine(dir: &Path, args: &StorageArgs, payload: &[u8]) -> anyhow::Result<(Run
                 max_timestamp: 0,
                 producer_id: 0,
                 base_sequence: 0,
+                compression: 0,
                 payload,
             },
             0,

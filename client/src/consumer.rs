@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-use strait_records::RecordBatch;
+use strait_records::{Compression, MAX_PLAIN_BATCH_BYTES, RecordBatch};
 
 use strait_proto::v1::{FetchRequest, ListOffsetsRequest};
 use tokio::sync::mpsc;
@@ -185,13 +185,28 @@ impl PartitionConsumer {
         let mut records = Vec::new();
         for batch in response.batches {
             // The broker is not trusted: each batch is checked before it is read.
-            let parsed = RecordBatch::parse_counted(batch.records, batch.record_count, usize::MAX)
-                .map_err(|e| {
+            let compression = u8::try_from(batch.compression)
+                .ok()
+                .and_then(Compression::from_code)
+                .ok_or_else(|| {
                     ClientError::Internal(format!(
-                        "malformed batch at offset {} of {topic}/{partition}: {e}",
-                        batch.base_offset
+                        "unknown compression {} at offset {} of {topic}/{partition}",
+                        batch.compression, batch.base_offset
                     ))
                 })?;
+            let parsed = RecordBatch::parse_counted(
+                batch.records,
+                compression,
+                batch.record_count,
+                MAX_PLAIN_BATCH_BYTES,
+                usize::MAX,
+            )
+            .map_err(|e| {
+                ClientError::Internal(format!(
+                    "malformed batch at offset {} of {topic}/{partition}: {e}",
+                    batch.base_offset
+                ))
+            })?;
             for (i, record) in parsed.records().enumerate() {
                 let record = record.map_err(|e| ClientError::Internal(e.to_string()))?;
                 let at = batch.base_offset.checked_add(i as u64).ok_or_else(|| {

@@ -35,6 +35,7 @@ pub use error::ClientError;
 pub use partitioner::partition_for_key;
 pub use producer::{DeliveryFuture, Producer, ProducerConfig};
 pub use strait_proto::v1::ErrorCode;
+pub use strait_records::Compression;
 pub use types::{
     BrokerInfo, ConsumedRecord, PartitionInfo, ProducerRecord, RecordMetadata, TopicInfo,
 };

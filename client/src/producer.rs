@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use strait_proto::v1::{InitProducerRequest, ProduceRequest};
-use strait_records::BatchBuilder;
+use strait_records::{BatchBuilder, Compression};
 use tokio::sync::{OnceCell, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -51,6 +51,10 @@ pub struct ProducerConfig {
     /// Batches in flight per partition: 1 to [`MAX_IN_FLIGHT_LIMIT`] when idempotent,
     /// always 1 otherwise.
     pub max_in_flight: usize,
+    /// How batches are compressed (brokers store them so; consumers decompress).
+    /// Records of a compressed batch get the producer's clock as their timestamp
+    /// when they carry none.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -62,6 +66,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(60),
             idempotent: true,
             max_in_flight: MAX_IN_FLIGHT_LIMIT,
+            compression: Compression::None,
         }
     }
 }
@@ -372,11 +377,20 @@ impl Worker {
             (&self.client, &self.config, &self.topic, self.partition);
         let bytes: usize = batch.iter().map(|p| p.record.size()).sum();
         let mut builder = BatchBuilder::with_capacity(bytes);
+        let compression = config.compression;
+        // The leader cannot stamp the append time into a compressed batch.
+        let default_timestamp = match compression {
+            Compression::None => 0,
+            _ => now_ms(),
+        };
         for pending in &batch {
-            pending.record.encode(&mut builder);
+            pending.record.encode(&mut builder, default_timestamp);
         }
         let record_count = builder.count();
-        let records = builder.finish();
+        let records = match compression {
+            Compression::None => builder.finish(),
+            codec => codec.compress(&builder.finish()),
+        };
         let deadline = Instant::now() + config.delivery_timeout;
         let request_timeout = client.config().request_timeout;
         let result = client
@@ -389,6 +403,7 @@ impl Worker {
                     timeout_ms: request_timeout.as_millis() as u32,
                     producer_id: stamp.map_or(0, |s| s.producer_id),
                     base_sequence: stamp.map_or(0, |s| s.base_sequence),
+                    compression: i32::from(compression.code()),
                 };
                 let blocked = self.blocked(stamp);
                 async move {
@@ -421,4 +436,11 @@ impl Worker {
             let _ = pending.done.send(outcome);
         }
     }
+}
+
+/// Milliseconds since the epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

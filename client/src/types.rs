@@ -72,10 +72,15 @@ impl ProducerRecord {
         Ok(())
     }
 
-    /// Appends the record to a batch (timestamp 0: the leader stamps its append time).
-    pub(crate) fn encode(&self, batch: &mut strait_records::BatchBuilder) {
+    /// Appends the record to a batch; without a timestamp it gets `default_timestamp_ms`
+    /// (0: the leader stamps its append time).
+    pub(crate) fn encode(
+        &self,
+        batch: &mut strait_records::BatchBuilder,
+        default_timestamp_ms: i64,
+    ) {
         batch.push(
-            self.timestamp_ms.unwrap_or(0),
+            self.timestamp_ms.unwrap_or(default_timestamp_ms),
             self.key.as_deref(),
             &self.value,
             &self.headers,

@@ -17,8 +17,16 @@
 //!
 //! Parsing never trusts its input: every length is checked against what is left, and a
 //! batch must end exactly where its last record does.
+//!
+//! A batch may travel and be stored compressed ([`Compression`]): then it is the
+//! codec's frame of those bytes, indivisible, and readers decompress it to check and
+//! read it.
+
+mod compression;
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+pub use compression::{Compression, MAX_PLAIN_BATCH_BYTES};
 
 /// Bytes a record adds beside its key, value and headers (length, timestamp, key
 /// length, value length, header count).
@@ -43,12 +51,18 @@ pub enum BatchError {
     CountMismatch { declared: u32, found: u32 },
     #[error("a record batch holds at most {} records", u32::MAX)]
     TooManyRecords,
+    #[error("damaged {0} data")]
+    Compression(&'static str),
+    #[error("the batch decompresses to more than {limit} bytes")]
+    PlainTooLarge { limit: usize },
 }
 
 /// A checked run of records, sharing the buffer it was parsed from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordBatch {
+    /// As sent and stored: compressed when `compression` says so.
     bytes: Bytes,
+    compression: Compression,
     count: u32,
     first_timestamp: i64,
     max_timestamp: i64,
@@ -94,6 +108,7 @@ impl RecordBatch {
         }
         Ok(RecordBatch {
             bytes,
+            compression: Compression::None,
             count,
             first_timestamp: first,
             max_timestamp: max,
@@ -101,13 +116,42 @@ impl RecordBatch {
         })
     }
 
-    /// Like [`RecordBatch::parse`], and the batch must hold `declared` records.
-    pub fn parse_counted(
+    /// Checks `bytes` as a batch compressed with `compression` that holds at most
+    /// `max_plain_bytes` once decompressed, no record over `max_record_bytes`.
+    pub fn parse_compressed(
         bytes: Bytes,
-        declared: u32,
+        compression: Compression,
+        max_plain_bytes: usize,
         max_record_bytes: usize,
     ) -> Result<RecordBatch, BatchError> {
-        let batch = RecordBatch::parse(bytes, max_record_bytes)?;
+        if compression == Compression::None {
+            if bytes.len() > max_plain_bytes {
+                return Err(BatchError::PlainTooLarge {
+                    limit: max_plain_bytes,
+                });
+            }
+            return RecordBatch::parse(bytes, max_record_bytes);
+        }
+        let plain = compression.decompress(&bytes, max_plain_bytes)?;
+        let parsed = RecordBatch::parse(plain, max_record_bytes)?;
+        Ok(RecordBatch {
+            bytes,
+            compression,
+            ..parsed
+        })
+    }
+
+    /// Like [`RecordBatch::parse_compressed`], and the batch must hold `declared`
+    /// records.
+    pub fn parse_counted(
+        bytes: Bytes,
+        compression: Compression,
+        declared: u32,
+        max_plain_bytes: usize,
+        max_record_bytes: usize,
+    ) -> Result<RecordBatch, BatchError> {
+        let batch =
+            RecordBatch::parse_compressed(bytes, compression, max_plain_bytes, max_record_bytes)?;
         if batch.count != declared {
             return Err(BatchError::CountMismatch {
                 declared,
@@ -122,12 +166,14 @@ impl RecordBatch {
     /// errors, never a panic.
     pub fn from_stored(
         bytes: Bytes,
+        compression: Compression,
         count: u32,
         first_timestamp: i64,
         max_timestamp: i64,
     ) -> RecordBatch {
         RecordBatch {
             bytes,
+            compression,
             count,
             first_timestamp,
             max_timestamp,
@@ -135,9 +181,19 @@ impl RecordBatch {
         }
     }
 
-    /// The encoded records.
+    /// The batch as sent and stored (compressed if it is).
     pub fn bytes(&self) -> &Bytes {
         &self.bytes
+    }
+
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Whether some record has timestamp 0 (asks for the append time); known only for
+    /// a parsed batch.
+    pub fn is_unstamped(&self) -> bool {
+        self.unstamped
     }
 
     pub fn into_bytes(self) -> Bytes {
@@ -148,7 +204,7 @@ impl RecordBatch {
         self.count
     }
 
-    /// Encoded size in bytes.
+    /// Size in bytes as sent and stored.
     pub fn len(&self) -> usize {
         self.bytes.len()
     }
@@ -166,9 +222,10 @@ impl RecordBatch {
     }
 
     /// Gives every record with timestamp 0 the time `append_time_ms` (copies the batch
-    /// only when one needs it; a batch read from storage never does).
+    /// only when one needs it; a batch read from storage never does). A compressed
+    /// batch is left as it is: its records must carry their timestamps.
     pub fn stamp_append_time(self, append_time_ms: i64) -> RecordBatch {
-        if !self.unstamped {
+        if !self.unstamped || self.compression != Compression::None {
             return self;
         }
         let mut buf = BytesMut::from(&self.bytes[..]);
@@ -188,6 +245,7 @@ impl RecordBatch {
         }
         RecordBatch {
             bytes: buf.freeze(),
+            compression: Compression::None,
             count: self.count,
             first_timestamp: first,
             max_timestamp: max,
@@ -195,9 +253,10 @@ impl RecordBatch {
         }
     }
 
-    /// The records from the `skip`-th on (a slice of the same buffer).
+    /// The records from the `skip`-th on (a slice of the same buffer). A compressed
+    /// batch is indivisible: it is returned whole.
     pub fn skip(&self, skip: u32) -> RecordBatch {
-        if skip == 0 {
+        if skip == 0 || self.compression != Compression::None {
             return self.clone();
         }
         // A damaged batch (lengths that stop early) skips to an empty remainder.
@@ -207,6 +266,7 @@ impl RecordBatch {
         };
         RecordBatch {
             bytes: self.bytes.slice(from..),
+            compression: Compression::None,
             count,
             // Bounds of the whole batch: still bounds of the part.
             first_timestamp: self.first_timestamp,
@@ -216,9 +276,9 @@ impl RecordBatch {
     }
 
     /// The first records, as many as fit in `max_bytes` but at least one (a slice of
-    /// the same buffer).
+    /// the same buffer). A compressed batch is indivisible: it is returned whole.
     pub fn truncate_to(&self, max_bytes: usize) -> RecordBatch {
-        if self.bytes.len() <= max_bytes {
+        if self.bytes.len() <= max_bytes || self.compression != Compression::None {
             return self.clone();
         }
         let (mut end, mut count) = (0usize, 0u32);
@@ -230,6 +290,7 @@ impl RecordBatch {
         }
         RecordBatch {
             bytes: self.bytes.slice(..end),
+            compression: Compression::None,
             count,
             first_timestamp: self.first_timestamp,
             max_timestamp: self.max_timestamp,
@@ -237,12 +298,25 @@ impl RecordBatch {
         }
     }
 
-    /// The records, in order; a damaged batch ends with an error.
-    pub fn records(&self) -> Records<'_> {
-        Records {
-            bytes: &self.bytes,
-            at: 0,
-            index: 0,
+    /// The records, in order (decompressed first if need be); a damaged batch ends
+    /// with an error.
+    pub fn records(&self) -> Records {
+        match self
+            .compression
+            .decompress(&self.bytes, MAX_PLAIN_BATCH_BYTES)
+        {
+            Ok(bytes) => Records {
+                bytes,
+                at: 0,
+                index: 0,
+                damage: None,
+            },
+            Err(err) => Records {
+                bytes: Bytes::new(),
+                at: 0,
+                index: 0,
+                damage: Some(err),
+            },
         }
     }
 
@@ -263,20 +337,25 @@ impl RecordBatch {
 }
 
 /// Iterator over a batch's records.
-pub struct Records<'a> {
-    bytes: &'a Bytes,
+pub struct Records {
+    bytes: Bytes,
     at: usize,
     index: u32,
+    /// Why the batch could not be decompressed (reported once).
+    damage: Option<BatchError>,
 }
 
-impl Iterator for Records<'_> {
+impl Iterator for Records {
     type Item = Result<Record, BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let Some(damage) = self.damage.take() {
+            return Some(Err(damage));
+        }
         if self.at >= self.bytes.len() {
             return None;
         }
-        let record = read_record(self.bytes, self.at, self.index);
+        let record = read_record(&self.bytes, self.at, self.index);
         match &record {
             Ok((_, end)) => self.at = *end,
             // Stop after reporting the damage.
@@ -509,26 +588,30 @@ fn read_record(bytes: &Bytes, at: usize, record: u32) -> Result<(Record, usize),
 }
 
 mod serde_impl {
-    //! Raft entries carry batches between brokers: a batch travels as its bytes and is
-    //! parsed again on arrival (the sending peer is not trusted).
+    //! Raft entries carry batches between brokers: a batch travels as its compression
+    //! code and its bytes, and is parsed again on arrival (the sending peer is not
+    //! trusted).
 
     use bytes::Bytes;
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::RecordBatch;
+    use super::{Compression, MAX_PLAIN_BATCH_BYTES, RecordBatch};
 
     impl Serialize for RecordBatch {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            s.serialize_bytes(&self.bytes)
+            (self.compression.code(), &self.bytes).serialize(s)
         }
     }
 
     impl<'de> Deserialize<'de> for RecordBatch {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let bytes = Bytes::deserialize(d)?;
+            let (code, bytes) = <(u8, Bytes)>::deserialize(d)?;
+            let compression = Compression::from_code(code)
+                .ok_or_else(|| D::Error::custom("unknown compression code"))?;
             // Size limits were applied by the leader; here only the structure counts.
-            RecordBatch::parse(bytes, usize::MAX).map_err(D::Error::custom)
+            RecordBatch::parse_compressed(bytes, compression, MAX_PLAIN_BATCH_BYTES, usize::MAX)
+                .map_err(D::Error::custom)
         }
     }
 }

@@ -42,6 +42,7 @@ async fn attempt(
             timeout_ms: 5000,
             producer_id,
             base_sequence,
+            ..Default::default()
         };
         match rpc.produce(request).await {
             Ok(reply) => return Ok(reply.into_inner().base_offset),

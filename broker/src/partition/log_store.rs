@@ -19,7 +19,7 @@ use openraft::entry::RaftEntry;
 use openraft::impls::leader_id_adv::LeaderId;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{EntryPayload, LogId, OptionalSend};
-use strait_records::RecordBatch;
+use strait_records::{Compression, RecordBatch};
 
 use super::state_machine::InstalledOffset;
 use super::types::{PartitionCommand, PartitionRaftConfig as C, ProducerStamp};
@@ -135,6 +135,7 @@ struct Fields {
     first_timestamp: i64,
     max_timestamp: i64,
     producer: Option<ProducerStamp>,
+    compression: Compression,
 }
 
 impl Fields {
@@ -145,6 +146,7 @@ impl Fields {
             first_timestamp: 0,
             max_timestamp: 0,
             producer: None,
+            compression: Compression::None,
         }
     }
 }
@@ -161,6 +163,7 @@ fn to_batch(entry: &Entry) -> io::Result<(Fields, Bytes)> {
                 first_timestamp: batch.first_timestamp(),
                 max_timestamp: batch.max_timestamp(),
                 producer: *producer,
+                compression: batch.compression(),
             },
             batch.bytes().clone(),
         ),
@@ -190,6 +193,9 @@ fn to_entry(batch: &StoredBatch) -> io::Result<Entry> {
         EntryKind::Records => EntryPayload::Normal(PartitionCommand::Append {
             batch: RecordBatch::from_stored(
                 batch.payload.clone(),
+                Compression::from_code(h.compression).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, "unknown compression code")
+                })?,
                 h.record_count,
                 h.first_timestamp,
                 h.max_timestamp,
@@ -290,6 +296,7 @@ impl RaftLogStorage<C> for PartitionLogStore {
                         max_timestamp: fields.max_timestamp,
                         producer_id: producer.producer_id,
                         base_sequence: producer.base_sequence,
+                        compression: fields.compression.code(),
                         payload: &payload,
                     },
                     now,

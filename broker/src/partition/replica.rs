@@ -13,7 +13,7 @@ use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::ProgressResponder;
 use openraft::{Instant as _, ServerState};
-use strait_records::{BatchError, RecordBatch};
+use strait_records::{BatchError, Compression, RecordBatch};
 use tokio::sync::oneshot;
 
 use super::liveness::Liveness;
@@ -26,7 +26,7 @@ use super::types::{
 use crate::controller::topic_config::{Flush, TopicConfig};
 use crate::error::{BrokerError, LeaderHint};
 use crate::metadata::MetadataCache;
-use crate::storage::partition_log::format::EntryKind;
+use crate::storage::partition_log::format::{BatchHeader, EntryKind};
 use crate::storage::partition_log::log::{PartitionLog, RollPolicy};
 
 /// Size limits applied to produce and fetch.
@@ -55,6 +55,17 @@ const QUORUM_SILENCE: Duration = Duration::from_millis(2400);
 /// A write first renews openraft's leader lease (the longest election timeout) when the
 /// last majority acknowledgement is older than this.
 const LEASE_RENEW_AFTER: Duration = Duration::from_millis(1200);
+
+/// The compression of a stored batch (its frame passed the CRC check, so an unknown
+/// code is a bug or a newer format, not damage).
+fn stored_compression(h: &BatchHeader) -> Result<Compression, BrokerError> {
+    Compression::from_code(h.compression).ok_or_else(|| {
+        BrokerError::Internal(format!(
+            "batch at offset {} has unknown compression code {}",
+            h.base_offset, h.compression
+        ))
+    })
+}
 
 /// What became of a write, as far as its producer is concerned.
 enum Outcome {
@@ -180,6 +191,7 @@ impl PartitionReplica {
     pub async fn produce(
         &self,
         records: Bytes,
+        compression: Compression,
         record_count: u32,
         producer: Option<ProducerStamp>,
         append_time_ms: i64,
@@ -193,18 +205,32 @@ impl PartitionReplica {
                 self.limits.max_request_bytes
             )));
         }
-        let batch = RecordBatch::parse_counted(records, record_count, self.limits.max_record_bytes)
-            .map_err(|err| match err {
-                BatchError::RecordTooLarge { size, .. } => BrokerError::RecordTooLarge(format!(
-                    "record of {size} bytes exceeds max-record-bytes {}",
-                    self.limits.max_record_bytes
-                )),
-                BatchError::Empty => BrokerError::InvalidRequest(
-                    "a produce request needs at least one record".into(),
-                ),
-                other => BrokerError::InvalidRequest(format!("malformed record batch: {other}")),
-            })?
-            .stamp_append_time(append_time_ms);
+        let batch = RecordBatch::parse_counted(
+            records,
+            compression,
+            record_count,
+            self.limits.max_request_bytes,
+            self.limits.max_record_bytes,
+        )
+        .map_err(|err| match err {
+            BatchError::RecordTooLarge { size, .. } => BrokerError::RecordTooLarge(format!(
+                "record of {size} bytes exceeds max-record-bytes {}",
+                self.limits.max_record_bytes
+            )),
+            BatchError::Empty => {
+                BrokerError::InvalidRequest("a produce request needs at least one record".into())
+            }
+            BatchError::PlainTooLarge { limit } => BrokerError::RecordTooLarge(format!(
+                "the batch decompresses to more than max-request-bytes {limit}"
+            )),
+            other => BrokerError::InvalidRequest(format!("malformed record batch: {other}")),
+        })?;
+        if batch.compression() != Compression::None && batch.is_unstamped() {
+            return Err(BrokerError::InvalidRequest(
+                "the records of a compressed batch must carry timestamps".into(),
+            ));
+        }
+        let batch = batch.stamp_append_time(append_time_ms);
         let timeout = timeout
             .unwrap_or(self.limits.produce_timeout)
             .min(MAX_PRODUCE_TIMEOUT);
@@ -352,6 +378,7 @@ impl PartitionReplica {
         let h = &batch.header;
         let records = RecordBatch::from_stored(
             batch.payload,
+            stored_compression(h)?,
             h.record_count,
             h.first_timestamp,
             h.max_timestamp,
@@ -464,14 +491,17 @@ impl PartitionReplica {
             if h.base_offset >= high_watermark {
                 break;
             }
+            let compression = stored_compression(h)?;
             let mut batch = RecordBatch::from_stored(
                 stored.payload,
+                compression,
                 h.record_count,
                 h.first_timestamp,
                 h.max_timestamp,
             );
             let mut base = h.base_offset;
-            if base < offset {
+            // A compressed batch is returned whole, from its own base offset.
+            if base < offset && compression == Compression::None {
                 batch = batch.skip((offset - base) as u32);
                 base = offset;
             }

@@ -11,7 +11,9 @@ use strait_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::convert::{broker_metadata, now_ms, topic_metadata};
+use super::convert::{
+    broker_metadata, compression_from_wire, compression_to_wire, now_ms, topic_metadata,
+};
 use super::status::to_status;
 use crate::controller::topic_config::TopicConfig;
 use crate::controller::{Controller, admin};
@@ -78,6 +80,7 @@ impl Strait for ClientApi {
         let base_offset = replica
             .produce(
                 request.records,
+                compression_from_wire(request.compression).map_err(to_status)?,
                 request.record_count,
                 (request.producer_id != 0).then_some(ProducerStamp {
                     producer_id: request.producer_id,
@@ -129,6 +132,7 @@ impl Strait for ClientApi {
                 .map(|(base_offset, batch)| RecordBatch {
                     base_offset,
                     record_count: batch.count(),
+                    compression: compression_to_wire(batch.compression()),
                     records: batch.into_bytes(),
                 })
                 .collect(),

@@ -3,9 +3,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use strait_proto::v1;
+use strait_records::Compression;
 
 use crate::controller::state::{ClusterState, TopicRecord};
 use crate::controller::topic_config::TopicConfig;
+use crate::error::BrokerError;
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -62,4 +64,16 @@ pub fn broker_metadata(state: &ClusterState) -> Vec<v1::BrokerMetadata> {
             rack: b.rack.clone(),
         })
         .collect()
+}
+
+/// The compression a wire code names (its value is the frame code too).
+pub fn compression_from_wire(code: i32) -> Result<Compression, BrokerError> {
+    u8::try_from(code)
+        .ok()
+        .and_then(Compression::from_code)
+        .ok_or_else(|| BrokerError::InvalidRequest(format!("unknown compression {code}")))
+}
+
+pub fn compression_to_wire(compression: Compression) -> i32 {
+    i32::from(compression.code())
 }

@@ -16,6 +16,7 @@
 //!     max_ts        i64  largest record timestamp (ms)
 //!     producer_id   u64  idempotent producer that wrote the records (0: none)
 //!     base_sequence u64  that producer's sequence number of the first record
+//!     compression   u8   how the payload is compressed (0 none, 1 lz4, 2 zstd)
 //!     payload       ...  the rest
 //! ```
 //!
@@ -29,7 +30,7 @@ pub const MAGIC: u8 = 2;
 /// Bytes before the body: magic, length, crc.
 pub const PREFIX_LEN: usize = 9;
 /// Bytes of the fixed part of the body.
-pub const BODY_HEADER_LEN: usize = 8 + 8 + 8 + 1 + 8 + 4 + 8 + 8 + 8 + 8;
+pub const BODY_HEADER_LEN: usize = 8 + 8 + 8 + 1 + 8 + 4 + 8 + 8 + 8 + 8 + 1;
 /// Largest frame accepted on read; a longer length field is corruption, not a reason to
 /// allocate.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
@@ -71,6 +72,8 @@ pub struct BatchHeader {
     /// number of the first of them.
     pub producer_id: u64,
     pub base_sequence: u64,
+    /// The payload's compression code (`strait_records::Compression::code`).
+    pub compression: u8,
 }
 
 impl BatchHeader {
@@ -162,6 +165,7 @@ pub fn put_header(header: &BatchHeader, out: &mut impl BufMut) {
     out.put_i64_le(header.max_timestamp);
     out.put_u64_le(header.producer_id);
     out.put_u64_le(header.base_sequence);
+    out.put_u8(header.compression);
 }
 
 /// Reads a header written by [`put_header`]; the caller has checked the length.
@@ -187,6 +191,7 @@ pub fn get_header(b: &mut impl Buf) -> Result<BatchHeader, FrameError> {
         max_timestamp: b.get_i64_le(),
         producer_id: b.get_u64_le(),
         base_sequence: b.get_u64_le(),
+        compression: b.get_u8(),
     })
 }
 
@@ -207,6 +212,7 @@ mod tests {
             max_timestamp: 1_700_000_000_500,
             producer_id: 7,
             base_sequence: 40 + index,
+            compression: 1,
         }
     }
 
@@ -267,7 +273,7 @@ mod tests {
                 term, leader_node: node, index,
                 kind: EntryKind::from_u8(kind).expect("0..3"),
                 base_offset: base, record_count: count, first_timestamp: t0, max_timestamp: t1,
-                producer_id: producer, base_sequence: seq,
+                producer_id: producer, base_sequence: seq, compression: kind,
             };
             let mut buf = Vec::new();
             encode_batch(&h, &payload, &mut buf);

@@ -214,6 +214,7 @@ mod tests {
             max_timestamp: 9,
             producer_id: 3,
             base_sequence: index * 10,
+            compression: 2,
         };
         SegmentSummary {
             segment_size: 10_000,

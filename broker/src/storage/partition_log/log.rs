@@ -45,6 +45,8 @@ pub struct NewEntry<'a> {
     /// The idempotent producer of the records (0: none) and its first sequence number.
     pub producer_id: u64,
     pub base_sequence: u64,
+    /// The payload's compression code.
+    pub compression: u8,
     pub payload: &'a [u8],
 }
 
@@ -320,6 +322,7 @@ impl PartitionLog {
             max_timestamp: entry.max_timestamp,
             producer_id: entry.producer_id,
             base_sequence: entry.base_sequence,
+            compression: entry.compression,
         };
         if entry.kind == EntryKind::Records && self.should_roll(now_ms) {
             self.roll()?;

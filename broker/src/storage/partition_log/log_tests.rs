@@ -33,6 +33,7 @@ fn append(log: &mut PartitionLog, index: u64, ts: i64) {
             max_timestamp: ts,
             producer_id: 0,
             base_sequence: 0,
+            compression: 0,
             payload: &bytes,
         },
         ts,

@@ -20,6 +20,7 @@ fn batch(index: u64, base_offset: u64, count: u32, ts: i64) -> BatchHeader {
         max_timestamp: ts + 10,
         producer_id: 0,
         base_sequence: 0,
+        compression: 0,
     }
 }
 
