@@ -9,7 +9,7 @@ use bytes::Bytes;
 use clap::{Args, Subcommand};
 use serde_json::json;
 use strait_client::{
-    Client, ConsumedRecord, ConsumerConfig, OffsetSpec, ProducerConfig, ProducerRecord,
+    Client, Compression, ConsumedRecord, ConsumerConfig, OffsetSpec, ProducerConfig, ProducerRecord,
 };
 
 use crate::Format;
@@ -64,6 +64,13 @@ pub struct ProduceArgs {
     /// Write every record to this partition.
     #[arg(long)]
     partition: Option<u32>,
+    /// Compress batches: none, lz4 or zstd.
+    #[arg(long, default_value = "none", value_parser = parse_compression)]
+    compression: Compression,
+}
+
+fn parse_compression(name: &str) -> Result<Compression, String> {
+    Compression::parse(name).ok_or_else(|| format!("`{name}`: use none, lz4 or zstd"))
 }
 
 #[derive(Args)]
@@ -216,7 +223,10 @@ async fn describe(client: &Client, name: &str, format: Format) -> anyhow::Result
 }
 
 async fn produce(client: &Client, args: ProduceArgs, format: Format) -> anyhow::Result<()> {
-    let producer = client.producer(ProducerConfig::default());
+    let producer = client.producer(ProducerConfig {
+        compression: args.compression,
+        ..ProducerConfig::default()
+    });
     let mut deliveries = Vec::new();
     let stdin = std::io::stdin();
     for line in stdin.lock().lines() {
