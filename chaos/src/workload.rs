@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use strait_client::{
-    Client, ClientError, OffsetSpec, PartitionConsumer, ProducerConfig, ProducerRecord,
+    Client, ClientError, Compression, OffsetSpec, PartitionConsumer, ProducerConfig, ProducerRecord,
 };
 use tokio::task::JoinHandle;
 
@@ -52,6 +52,13 @@ impl Workload {
             let producer = client.producer(ProducerConfig {
                 linger: Duration::from_millis(1),
                 delivery_timeout: Duration::from_secs(10),
+                // Every other producer compresses, so that compressed batches go
+                // through every fault too.
+                compression: if producer_id % 2 == 1 {
+                    Compression::Lz4
+                } else {
+                    Compression::None
+                },
                 ..ProducerConfig::default()
             });
             let (stop, history, topic) = (stop.clone(), history.clone(), topic.to_string());

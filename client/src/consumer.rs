@@ -194,7 +194,7 @@ impl PartitionConsumer {
                         batch.compression, batch.base_offset
                     ))
                 })?;
-            let parsed = RecordBatch::parse_counted(
+            let parsed = RecordBatch::read_counted(
                 batch.records,
                 compression,
                 batch.record_count,
@@ -207,7 +207,7 @@ impl PartitionConsumer {
                     batch.base_offset
                 ))
             })?;
-            for (i, record) in parsed.records().enumerate() {
+            for (i, record) in parsed.enumerate() {
                 let record = record.map_err(|e| ClientError::Internal(e.to_string()))?;
                 let at = batch.base_offset.checked_add(i as u64).ok_or_else(|| {
                     ClientError::Internal(format!("offset out of range in {topic}/{partition}"))

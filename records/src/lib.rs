@@ -124,21 +124,61 @@ impl RecordBatch {
         max_plain_bytes: usize,
         max_record_bytes: usize,
     ) -> Result<RecordBatch, BatchError> {
+        Self::parse_keeping_plain(bytes, compression, max_plain_bytes, max_record_bytes)
+            .map(|(batch, _)| batch)
+    }
+
+    /// [`RecordBatch::parse_counted`] for a reader: the checked batch's records, from
+    /// the one decompression the check needed.
+    pub fn read_counted(
+        bytes: Bytes,
+        compression: Compression,
+        declared: u32,
+        max_plain_bytes: usize,
+        max_record_bytes: usize,
+    ) -> Result<Records, BatchError> {
+        let (batch, plain) =
+            Self::parse_keeping_plain(bytes, compression, max_plain_bytes, max_record_bytes)?;
+        if batch.count != declared {
+            return Err(BatchError::CountMismatch {
+                declared,
+                found: batch.count,
+            });
+        }
+        Ok(Records {
+            bytes: plain,
+            at: 0,
+            index: 0,
+            damage: None,
+        })
+    }
+
+    /// The checked batch and its plain (decompressed) bytes.
+    fn parse_keeping_plain(
+        bytes: Bytes,
+        compression: Compression,
+        max_plain_bytes: usize,
+        max_record_bytes: usize,
+    ) -> Result<(RecordBatch, Bytes), BatchError> {
         if compression == Compression::None {
             if bytes.len() > max_plain_bytes {
                 return Err(BatchError::PlainTooLarge {
                     limit: max_plain_bytes,
                 });
             }
-            return RecordBatch::parse(bytes, max_record_bytes);
+            let batch = RecordBatch::parse(bytes.clone(), max_record_bytes)?;
+            return Ok((batch, bytes));
         }
         let plain = compression.decompress(&bytes, max_plain_bytes)?;
-        let parsed = RecordBatch::parse(plain, max_record_bytes)?;
-        Ok(RecordBatch {
-            bytes,
-            compression,
-            ..parsed
-        })
+        let parsed = RecordBatch::parse(plain.clone(), max_record_bytes)?;
+        Ok((
+            RecordBatch {
+                bytes,
+                compression,
+                ..parsed
+            },
+            plain,
+        ))
     }
 
     /// Like [`RecordBatch::parse_compressed`], and the batch must hold `declared`

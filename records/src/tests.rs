@@ -185,6 +185,13 @@ fn compressed_batches_round_trip_with_every_codec() {
         );
         let records: Vec<Record> = batch.records().collect::<Result<_, _>>().unwrap();
         assert_eq!(records, expected);
+        // A reader's one-pass check-and-read gives the same records.
+        let read: Vec<Record> = RecordBatch::read_counted(packed.clone(), codec, 50, 1 << 20, 1024)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(read, expected);
+        assert!(RecordBatch::read_counted(packed.clone(), codec, 49, 1 << 20, 1024).is_err());
         // Indivisible: skip and truncate return it whole.
         assert_eq!(batch.skip(10), batch);
         assert_eq!(batch.truncate_to(10), batch);
