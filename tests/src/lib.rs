@@ -304,6 +304,17 @@ impl Cluster {
         Ok(Client::connect(ClientConfig::new(self.addrs())).await?)
     }
 
+    /// A client, after creating `topic` (RF 3) and waiting until every partition has a
+    /// leader.
+    pub async fn client_with_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<Client> {
+        let client = self.client().await?;
+        client.create_topic(topic, partitions, 3).await?;
+        client
+            .wait_for_leaders(topic, Duration::from_secs(30))
+            .await?;
+        Ok(client)
+    }
+
     /// SIGKILL: no shutdown path runs, unsynced state is lost.
     pub fn kill9(&mut self, id: u64) {
         let broker = self.broker(id);

@@ -52,11 +52,7 @@ async fn read_from(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_batches_are_stored_replicated_and_read_back() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(3).await?;
-    let client = cluster.client().await?;
-    client.create_topic("packed", 1, 3).await?;
-    client
-        .wait_for_leaders("packed", Duration::from_secs(30))
-        .await?;
+    let client = cluster.client_with_topic("packed", 1).await?;
     let mut expected = Vec::new();
     for (codec, name) in [
         (Compression::Lz4, "lz4"),

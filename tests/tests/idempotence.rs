@@ -102,11 +102,7 @@ async fn read_all(client: &Client) -> anyhow::Result<Vec<String>> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retried_batches_are_written_once_across_failover_and_restart() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(3).await?;
-    let client = cluster.client().await?;
-    client.create_topic("idem", 1, 3).await?;
-    client
-        .wait_for_leaders("idem", Duration::from_secs(30))
-        .await?;
+    let client = cluster.client_with_topic("idem", 1).await?;
     let producer_id = client.init_producer_id().await?;
     assert_ne!(producer_id, 0);
     assert_ne!(client.init_producer_id().await?, producer_id);
@@ -158,11 +154,7 @@ async fn retried_batches_are_written_once_across_failover_and_restart() -> anyho
 async fn a_pipelined_producer_writes_each_record_once_through_a_leader_kill() -> anyhow::Result<()>
 {
     let mut cluster = Cluster::start(3).await?;
-    let client = cluster.client().await?;
-    client.create_topic("idem", 1, 3).await?;
-    client
-        .wait_for_leaders("idem", Duration::from_secs(30))
-        .await?;
+    let client = cluster.client_with_topic("idem", 1).await?;
     let producer = client.producer(strait_client::ProducerConfig {
         linger: Duration::from_millis(1),
         batch_max_bytes: 2048,
