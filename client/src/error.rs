@@ -49,6 +49,10 @@ pub enum ClientError {
     Transport { addr: String, message: String },
     #[error("{0}")]
     Config(String),
+    /// Not sent: an earlier batch of the same partition failed for good, and this one
+    /// may not overtake it (idempotent producers keep a partition's order).
+    #[error("not sent: {0}")]
+    Aborted(String),
 }
 
 impl ClientError {
@@ -70,7 +74,9 @@ impl ClientError {
             ClientError::Unavailable(_) => ErrorCode::Unavailable,
             ClientError::OutOfSequence(_) => ErrorCode::OutOfSequence,
             ClientError::Internal(_) => ErrorCode::Internal,
-            ClientError::Transport { .. } | ClientError::Config(_) => return None,
+            ClientError::Transport { .. } | ClientError::Config(_) | ClientError::Aborted(_) => {
+                return None;
+            }
         })
     }
 

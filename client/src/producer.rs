@@ -347,7 +347,7 @@ impl Worker {
         let stamp = stamp?;
         let (id, seq) = self.lock_sequence().failed?;
         (id == stamp.producer_id && stamp.base_sequence.wrapping_sub(seq) as i64 > 0).then(|| {
-            ClientError::Unavailable(format!(
+            ClientError::Aborted(format!(
                 "an earlier batch of partition {} failed; this one was not written, to keep the order",
                 self.partition
             ))
