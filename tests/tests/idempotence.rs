@@ -186,3 +186,66 @@ async fn a_pipelined_producer_writes_each_record_once_through_a_leader_kill() ->
     assert_eq!(read_all(&client).await?, expected);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_refused_for_good_does_not_stall_or_reorder_its_partition() -> anyhow::Result<()> {
+    let cluster = Cluster::start(3).await?;
+    let client = cluster.client_with_topic("idem", 1).await?;
+    let producer = client.producer(strait_client::ProducerConfig {
+        linger: Duration::from_millis(1),
+        batch_max_bytes: 64 * 1024,
+        delivery_timeout: Duration::from_secs(60),
+        ..Default::default()
+    });
+    // Small records, one over the broker's 1 MiB record limit, more small records.
+    let mut deliveries = Vec::new();
+    for i in 0..300u32 {
+        let value = if i == 100 {
+            vec![b'x'; 2 * 1024 * 1024]
+        } else {
+            format!("r{i:03}").into_bytes()
+        };
+        let record = ProducerRecord::new(value).partition(0);
+        deliveries.push((i, producer.send("idem", record).await?));
+    }
+    // Every delivery resolves well before the delivery timeout: the refused batch, and
+    // any batch already sent behind it, fail; nothing waits for the timeout.
+    let outcomes = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut outcomes = Vec::new();
+        for (i, delivery) in deliveries {
+            outcomes.push((i, delivery.await));
+        }
+        outcomes
+    })
+    .await?;
+    let large = &outcomes[100].1;
+    assert!(
+        matches!(large, Err(strait_client::ClientError::RecordTooLarge(_))),
+        "{large:?}"
+    );
+    // What was acknowledged is in the log once, in the order sent, at its offset.
+    let acked: Vec<(u64, String)> = outcomes
+        .iter()
+        .filter_map(|(i, outcome)| {
+            outcome
+                .as_ref()
+                .ok()
+                .map(|meta| (meta.offset, format!("r{i:03}")))
+        })
+        .collect();
+    assert!(acked.len() >= 100, "{} acknowledged", acked.len());
+    let log = read_all(&client).await?;
+    assert_eq!(
+        log,
+        acked.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()
+    );
+    for (n, (offset, _)) in acked.iter().enumerate() {
+        assert_eq!(*offset, n as u64);
+    }
+    // The partition goes on (under a new producer id).
+    let meta = producer
+        .send_and_wait("idem", ProducerRecord::new("after").partition(0))
+        .await?;
+    assert_eq!(meta.offset, acked.len() as u64);
+    Ok(())
+}
