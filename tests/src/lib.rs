@@ -460,12 +460,22 @@ pub async fn read_partition(
     topic: &str,
     partition: u32,
 ) -> anyhow::Result<Vec<ConsumedRecord>> {
+    read_partition_from(client, topic, partition, 0).await
+}
+
+/// Every record of `topic`/`partition` from offset `from` up to its high watermark.
+pub async fn read_partition_from(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    from: u64,
+) -> anyhow::Result<Vec<ConsumedRecord>> {
     let (_, high_watermark) = client.list_offsets(topic, partition).await?;
     let mut consumer = PartitionConsumer::new(
         client.clone(),
         topic,
         partition,
-        OffsetSpec::At(0),
+        OffsetSpec::At(from),
         Default::default(),
     )
     .await?;

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use prost::Message;
-use strait_client::{Compression, OffsetSpec, PartitionConsumer, ProducerConfig, ProducerRecord};
+use strait_client::{Compression, ProducerConfig, ProducerRecord};
 use strait_proto::v1::strait_client::StraitClient;
 use strait_proto::v1::{self, ErrorCode, ErrorDetail, FetchRequest, ProduceRequest};
 use strait_records::BatchBuilder;
-use strait_tests::{Cluster, wait_until};
+use strait_tests::{Cluster, read_partition_from, wait_until};
 
 /// `n` log-like values (compressible, each distinct).
 fn values(codec: &str, n: usize) -> Vec<String> {
@@ -25,28 +25,17 @@ fn values(codec: &str, n: usize) -> Vec<String> {
         .collect()
 }
 
-/// Every value of `topic`/0 from `from` to the end.
+/// Every value of `topic`/0 from `from` to the end, with its offset.
 async fn read_from(
     client: &strait_client::Client,
     topic: &str,
     from: u64,
 ) -> anyhow::Result<Vec<(u64, String)>> {
-    let end = client.list_offsets(topic, 0).await?.1;
-    let mut consumer = PartitionConsumer::new(
-        client.clone(),
-        topic,
-        0,
-        OffsetSpec::At(from),
-        Default::default(),
-    )
-    .await?;
-    let mut out = Vec::new();
-    while consumer.position() < end {
-        for record in consumer.poll().await? {
-            out.push((record.offset, String::from_utf8(record.value.to_vec())?));
-        }
-    }
-    Ok(out)
+    read_partition_from(client, topic, 0, from)
+        .await?
+        .into_iter()
+        .map(|r| Ok((r.offset, String::from_utf8(r.value.to_vec())?)))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use prost::Message;
-use strait_client::{Client, OffsetSpec, PartitionConsumer, ProducerRecord};
+use strait_client::{Client, ProducerRecord};
 use strait_proto::v1::strait_client::StraitClient;
 use strait_proto::v1::{ErrorCode, ErrorDetail, ProduceRequest};
 use strait_records::BatchBuilder;
-use strait_tests::{Cluster, wait_until};
+use strait_tests::{Cluster, read_partition, wait_until};
 
 /// Sends one batch of `values` as producer `producer_id` from `base_sequence` to every
 /// broker in turn: the first offset from the leader, or the error code of the last
@@ -81,22 +81,11 @@ async fn written(
 
 /// The values of partition 0 of `idem`, from the start to the high watermark.
 async fn read_all(client: &Client) -> anyhow::Result<Vec<String>> {
-    let end = client.list_offsets("idem", 0).await?.1;
-    let mut consumer = PartitionConsumer::new(
-        client.clone(),
-        "idem",
-        0,
-        OffsetSpec::Earliest,
-        Default::default(),
-    )
-    .await?;
-    let mut values = Vec::new();
-    while consumer.position() < end {
-        for record in consumer.poll().await? {
-            values.push(String::from_utf8(record.value.to_vec())?);
-        }
-    }
-    Ok(values)
+    read_partition(client, "idem", 0)
+        .await?
+        .into_iter()
+        .map(|r| Ok(String::from_utf8(r.value.to_vec())?))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
