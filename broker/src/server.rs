@@ -178,6 +178,7 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
             RaftTransportServer::new(RaftTransportApi {
                 controller: controller_raft.clone(),
                 partitions: partitions.clone(),
+                shutdown: shutdown.clone(),
             })
             .max_decoding_message_size(crate::raft::MAX_RAFT_MESSAGE_BYTES)
             .max_encoding_message_size(crate::raft::MAX_RAFT_MESSAGE_BYTES),

@@ -181,6 +181,35 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
         );
     }
 
+    // ... on a replication stream too, with or without a group named.
+    for group in [Some("0"), Some("1"), Some("999"), None] {
+        let garbage = RaftMessage {
+            group_id: 1,
+            data: Bytes::from_static(b"\xff\x00 definitely not a raft message"),
+        };
+        let mut request = tonic::Request::new(futures::stream::iter([garbage]));
+        if let Some(group) = group {
+            request
+                .metadata_mut()
+                .insert("strait-raft-group", group.parse()?);
+        }
+        let status = match raft.append_stream(request).await {
+            Err(status) => status,
+            Ok(replies) => replies
+                .into_inner()
+                .message()
+                .await
+                .expect_err("a garbage stream refused"),
+        };
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::InvalidArgument | tonic::Code::NotFound
+            ),
+            "{group:?}: {status:?}"
+        );
+    }
+
     // After all of that the cluster still serves.
     let meta = producer
         .send_and_wait("good", ProducerRecord::new("two"))

@@ -5,11 +5,13 @@
 //! Type configurations live with their state machines (`controller::types`,
 //! `partition::types`); this module is generic over them.
 
+mod append_stream;
 mod inbound;
 mod leadership;
 mod network;
 mod timing;
 
+pub use append_stream::{GROUP_HEADER, serve as serve_append_stream};
 pub use inbound::{RaftRpcKind, serve_rpc};
 pub use leadership::transfer_leadership;
 pub use network::{GroupNetworkFactory, MAX_RAFT_MESSAGE_BYTES, PeerPool};

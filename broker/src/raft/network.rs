@@ -7,12 +7,14 @@ use std::marker::PhantomData;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use futures::Stream;
 use openraft::alias::{SnapshotOf, VoteOf};
+use openraft::base::BoxFuture;
 use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend, RaftTypeConfig};
 use serde::Serialize;
@@ -21,6 +23,7 @@ use strait_proto::internal::RaftMessage;
 use strait_proto::internal::raft_transport_client::RaftTransportClient;
 use tonic::transport::{Channel, Endpoint};
 
+use super::append_stream::Replies;
 use super::inbound::{RaftRpcKind, RemoteReply};
 use crate::storage::{GroupId, decode, encode};
 
@@ -141,6 +144,7 @@ where
     C: RaftTypeConfig<NodeId = u64, Node = BasicNode>,
     AppendEntriesRequest<C>: Serialize,
     AppendEntriesResponse<C>: DeserializeOwned,
+    StreamAppendResult<C>: DeserializeOwned,
     VoteRequest<C>: Serialize,
     VoteResponse<C>: DeserializeOwned,
     VoteOf<C>: Serialize,
@@ -231,6 +235,7 @@ where
     C: RaftTypeConfig<NodeId = u64, Node = BasicNode>,
     AppendEntriesRequest<C>: Serialize,
     AppendEntriesResponse<C>: DeserializeOwned,
+    StreamAppendResult<C>: DeserializeOwned,
     VoteRequest<C>: Serialize,
     VoteResponse<C>: DeserializeOwned,
     VoteOf<C>: Serialize,
@@ -249,6 +254,22 @@ where
         Ok(self
             .call(RaftRpcKind::Append, &rpc, option.soft_ttl())
             .await?)
+    }
+
+    /// Pipelined: one `AppendStream` call carries the whole session (`append_stream`).
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<Replies<'s, C>, RPCError<C>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        let client = self
+            .peers
+            .transport(self.target, &self.fallback_addr)
+            .map_err(|e| e.to_string());
+        super::append_stream::open(client, self.group, self.target, input, option.soft_ttl())
     }
 
     async fn vote(

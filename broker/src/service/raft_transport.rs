@@ -1,16 +1,20 @@
 //! `strait.internal.v1.RaftTransport`: routes each inbound Raft RPC to its group.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use openraft::raft::VoteRequest;
 use strait_proto::internal::raft_transport_server::RaftTransport;
 use strait_proto::internal::{BeatsRequest, BeatsResponse, RaftMessage};
-use tonic::{Request, Response, Status};
+use tokio::sync::watch;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::controller::ControllerRaft;
 use crate::partition::PartitionRegistry;
 use crate::partition::types::PartitionRaftConfig;
-use crate::raft::{RaftRpcKind, serve_rpc};
+use crate::raft::{GROUP_HEADER, RaftRpcKind, serve_append_stream, serve_rpc};
 use crate::storage::decode;
 
 /// The controller is Raft group 0.
@@ -19,7 +23,13 @@ const CONTROLLER_GROUP: u64 = 0;
 pub struct RaftTransportApi {
     pub controller: Option<ControllerRaft>,
     pub partitions: Arc<PartitionRegistry>,
+    /// Set when the broker stops: replication streams from peers end then, or they
+    /// would hold the server's graceful shutdown open for as long as their leaders live.
+    pub shutdown: watch::Receiver<bool>,
 }
+
+/// The replies of one `AppendStream` call.
+pub type ReplyStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
 
 impl RaftTransportApi {
     async fn dispatch(
@@ -74,8 +84,46 @@ impl RaftTransportApi {
     }
 }
 
+/// The group an `AppendStream` call names in its metadata.
+fn stream_group(metadata: &MetadataMap) -> Result<u64, Status> {
+    metadata
+        .get(GROUP_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .ok_or_else(|| Status::invalid_argument(format!("missing or bad `{GROUP_HEADER}`")))
+}
+
 #[tonic::async_trait]
 impl RaftTransport for RaftTransportApi {
+    type AppendStreamStream = ReplyStream;
+
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<RaftMessage>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let group = stream_group(request.metadata())?;
+        let mut shutdown = self.shutdown.clone();
+        let input = request.into_inner().take_until(async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        });
+        let replies: ReplyStream = if group == CONTROLLER_GROUP {
+            let raft = self
+                .controller
+                .as_ref()
+                .ok_or_else(|| Status::not_found("this broker is not a controller voter"))?;
+            Box::pin(serve_append_stream(raft.clone(), group, input, || {}))
+        } else {
+            let replica = self
+                .partitions
+                .by_group(group)
+                .ok_or_else(|| Status::not_found(format!("no local replica of group {group}")))?;
+            let raft = replica.raft().clone();
+            let heard = move || replica.liveness().heard_leader();
+            Box::pin(serve_append_stream(raft, group, input, heard))
+        };
+        Ok(Response::new(replies))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftMessage>,
