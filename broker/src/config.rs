@@ -80,6 +80,11 @@ pub struct BrokerArgs {
     /// Repeatable; clients are not affected.
     #[arg(long = "peer-route", value_name = "ADDR=VIA")]
     pub peer_routes: Option<Vec<String>>,
+    /// Partition groups that may replicate to one peer over a pipelined stream at once
+    /// (each an HTTP/2 stream on a connection of its own); groups beyond it send one
+    /// AppendEntries at a time. 0 turns pipelining off [default: 160, at most 190].
+    #[arg(long)]
+    pub replication_streams: Option<usize>,
 }
 
 impl BrokerArgs {
@@ -101,6 +106,7 @@ impl BrokerArgs {
             retention_bytes: self.retention_bytes.or(other.retention_bytes),
             retention_check_ms: self.retention_check_ms.or(other.retention_check_ms),
             peer_routes: self.peer_routes.or(other.peer_routes),
+            replication_streams: self.replication_streams.or(other.replication_streams),
         }
     }
 }
@@ -123,6 +129,8 @@ pub struct BrokerConfig {
     pub retention_check: Duration,
     /// Peer address → the address to dial instead.
     pub peer_routes: BTreeMap<String, String>,
+    /// Replication streams open at once to one peer.
+    pub replication_streams: usize,
 }
 
 impl BrokerConfig {
@@ -236,6 +244,14 @@ impl BrokerConfig {
                 return Err(bad(format!("`{addr}` is routed twice")));
             }
         }
+        let replication_streams = args.replication_streams.unwrap_or(160);
+        if replication_streams > 190 {
+            // Below the 200 concurrent streams a broker accepts per connection.
+            return Err(ConfigError::Invalid {
+                key: "replication-streams",
+                message: "must be at most 190".into(),
+            });
+        }
         Ok(BrokerConfig {
             id,
             listen,
@@ -250,6 +266,7 @@ impl BrokerConfig {
             topic_defaults,
             retention_check: Duration::from_millis(retention_check_ms),
             peer_routes,
+            replication_streams,
         })
     }
 

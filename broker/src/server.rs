@@ -71,7 +71,7 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
         })?;
     let store = Store::open(&config.data_dir.join("rocksdb"))?;
     let cache = MetadataCache::default();
-    let peers = PeerPool::with_routes(config.peer_routes.clone());
+    let peers = PeerPool::new(config.peer_routes.clone(), config.replication_streams);
     let (shutdown_tx, shutdown) = watch::channel(false);
 
     let voter = config.is_controller_voter();

@@ -659,3 +659,35 @@ async fn topic_configs_are_validated_shown_altered_and_roll_segments() -> anyhow
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_without_a_replication_stream_replicate_one_append_at_a_time() -> anyhow::Result<()>
+{
+    // Broker 1 pipelines nothing, the others one group per peer: most groups replicate
+    // with unary AppendEntries, and a record is only acknowledged once a follower has it.
+    let mut options = strait_tests::ClusterOptions::default();
+    for (id, streams) in [(1, "0"), (2, "1"), (3, "1")] {
+        options.extra_args.insert(
+            id,
+            vec!["--replication-streams".to_string(), streams.to_string()],
+        );
+    }
+    let cluster = Cluster::start_with(3, options).await?;
+    let client = cluster.client_with_topic("narrow", 6).await?;
+    let values = |round: usize| {
+        (0..600)
+            .map(|i| (format!("k{}", i % 37), format!("round {round} value {i}")))
+            .collect::<Vec<_>>()
+    };
+    let mut acked = produce_all(&client, "narrow", values(1)).await?;
+    // Idle long enough for open replication streams to close (`IDLE_CLOSE`, 1 s); the
+    // next round must open them again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    acked.extend(produce_all(&client, "narrow", values(2)).await?);
+    assert_eq!(acked.len(), 1200);
+    let read = read_topic(&client, "narrow").await?;
+    assert_eq!(read.len(), 1200);
+    assert_acked_present(&acked, &read);
+    assert_contiguous(&read);
+    Ok(())
+}

@@ -22,19 +22,22 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use openraft::base::{BoxFuture, BoxStream};
+use openraft::entry::RaftEntry;
 use openraft::error::{NetworkError, RPCError, Unreachable};
-use openraft::raft::{AppendEntriesRequest, StreamAppendResult};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendResult};
 use openraft::storage::RaftStateMachine;
 use openraft::{OptionalSend, Raft, RaftTypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use strait_proto::internal::RaftMessage;
 use strait_proto::internal::raft_transport_client::RaftTransportClient;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
-use tonic::Status;
 use tonic::transport::Channel;
+use tonic::{Status, Streaming};
 
-use super::inbound::RemoteReply;
+use super::inbound::{RaftRpcKind, RemoteReply};
+use super::network::call;
 use crate::storage::{GroupId, decode, encode};
 
 /// Replies a follower buffers for a slow leader (openraft's own pipeline holds 64).
@@ -46,12 +49,27 @@ pub const GROUP_HEADER: &str = "strait-raft-group";
 /// The replies of a replication stream, in the order of its requests.
 pub type Replies<'s, C> = BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>;
 
-/// Opens a replication stream of `group` to broker `target` through `client`, sends
-/// `input` down it, and returns the replies. Each request must be answered within `ttl`
-/// of being sent (checked at least every `ttl`, so a late reply is noticed within
-/// `2 × ttl`); otherwise the stream fails as `Unreachable`, as a unary call would.
+/// What a replication session to one peer needs: the unary client (the fallback), and
+/// the peer's stream lane (a connection of its own, and the permits that cap the streams
+/// open on it).
+pub struct SessionLinks {
+    pub unary: RaftTransportClient<Channel>,
+    pub lane: RaftTransportClient<Channel>,
+    pub permits: Arc<Semaphore>,
+}
+
+/// Runs one replication session of `group` to broker `target`: sends `input` and returns
+/// the replies, in order.
+///
+/// The gRPC stream opens when the first request comes, if the peer's lane has a permit
+/// left, and closes once it has been idle for [`IDLE_CLOSE`] with every request
+/// answered (openraft then starts a new session), so that idle groups hold no HTTP/2
+/// stream. Without a permit, requests go one at a time as unary calls until one frees.
+/// Each request must be answered within `ttl` of being sent (checked at least every
+/// `ttl`, so a late reply is noticed within `2 × ttl`); otherwise the session fails as
+/// `Unreachable`, as a unary call would.
 pub fn open<'s, C, S>(
-    client: Result<RaftTransportClient<Channel>, String>,
+    links: Result<SessionLinks, String>,
     group: GroupId,
     target: u64,
     input: S,
@@ -60,80 +78,225 @@ pub fn open<'s, C, S>(
 where
     C: RaftTypeConfig,
     AppendEntriesRequest<C>: Serialize,
+    AppendEntriesResponse<C>: DeserializeOwned,
     StreamAppendResult<C>: DeserializeOwned,
     S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
 {
     Box::pin(async move {
-        let unreachable = move |why: String| {
-            RPCError::Unreachable(Unreachable::new(&io::Error::other(format!(
-                "peer {target}: {why}"
-            ))))
+        let links = links.map_err(|why| unreachable(target, why))?;
+        let session = Session {
+            links: Arc::new(links),
+            group,
+            target,
+            ttl,
         };
-        let mut client = client.map_err(unreachable)?;
-        let sent: Arc<Mutex<VecDeque<Instant>>> = Arc::default();
-        let requests = {
-            let sent = sent.clone();
-            // A request that cannot be encoded (never expected) ends the stream: later
-            // ones must not be answered in its place.
-            input.scan((), move |_, request| {
-                let message = match encode(&request) {
-                    Ok(data) => {
-                        lock(&sent).push_back(Instant::now());
-                        Some(RaftMessage {
-                            group_id: group,
-                            data: data.into(),
-                        })
-                    }
-                    Err(err) => {
-                        tracing::error!(%err, group, target, "cannot encode an AppendEntries request");
-                        None
-                    }
-                };
-                std::future::ready(message)
-            })
-        };
-        let mut request = tonic::Request::new(requests);
-        let group_value = group
-            .to_string()
-            .parse()
-            .map_err(|_| unreachable("bad group id".into()))?;
-        request.metadata_mut().insert(GROUP_HEADER, group_value);
-        let replies = match tokio::time::timeout(ttl, client.append_stream(request)).await {
-            Ok(Ok(response)) => response.into_inner(),
-            Ok(Err(status)) => return Err(unreachable(status.message().to_string())),
-            Err(_) => return Err(unreachable("timed out opening the append stream".into())),
-        };
-        let replies = futures::stream::unfold(Some((replies, sent)), move |state| async move {
-            let (mut replies, sent) = state?;
-            let next = loop {
-                let oldest = lock(&sent).front().copied();
-                let deadline = oldest.map_or_else(|| Instant::now() + ttl, |at| at + ttl);
-                // `Streaming::message` is cancel-safe: a timed-out wait loses nothing.
-                match tokio::time::timeout_at(deadline, replies.message()).await {
-                    Ok(next) => break next,
-                    Err(_) if oldest.is_some() => {
-                        let late = unreachable(format!("no reply within {ttl:?}"));
-                        return Some((Err(late), None));
-                    }
-                    Err(_) => continue,
-                }
-            };
-            let message = match next {
-                Ok(Some(message)) => message,
-                Ok(None) => return None,
-                Err(status) => {
-                    return Some((Err(unreachable(status.message().to_string())), None));
-                }
-            };
-            lock(&sent).pop_front();
-            match decode::<RemoteReply<StreamAppendResult<C>>>(&message.data) {
-                Ok(Ok(result)) => Some((Ok(result), Some((replies, sent)))),
-                Ok(Err(stopped)) => Some((Err(unreachable(stopped)), None)),
-                Err(err) => Some((Err(RPCError::Network(NetworkError::new(&err))), None)),
-            }
+        let replies = futures::stream::unfold(Some(Phase::Waiting(input)), move |phase| {
+            session.clone().next_reply(phase)
         });
         Ok(Box::pin(replies) as Replies<'s, C>)
     })
+}
+
+/// Idle time after which a replication stream with nothing unanswered closes.
+pub const IDLE_CLOSE: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+struct Session {
+    links: Arc<SessionLinks>,
+    group: GroupId,
+    target: u64,
+    ttl: Duration,
+}
+
+/// Where a session is: waiting for a request with no stream open, or streaming.
+enum Phase<S> {
+    Waiting(S),
+    Streaming {
+        replies: Box<Streaming<RaftMessage>>,
+        sent: SendTimes,
+        _permit: OwnedSemaphorePermit,
+    },
+}
+
+/// When each unanswered request of a stream was sent, oldest first.
+type SendTimes = Arc<Mutex<VecDeque<Instant>>>;
+
+type Step<C, S> = Option<(Result<StreamAppendResult<C>, RPCError<C>>, Option<Phase<S>>)>;
+
+impl Session {
+    async fn next_reply<C, S>(self, phase: Option<Phase<S>>) -> Step<C, S>
+    where
+        C: RaftTypeConfig,
+        AppendEntriesRequest<C>: Serialize,
+        AppendEntriesResponse<C>: DeserializeOwned,
+        StreamAppendResult<C>: DeserializeOwned,
+        S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        match phase? {
+            Phase::Waiting(mut input) => {
+                let first = input.next().await?;
+                match self.links.permits.clone().try_acquire_owned() {
+                    Ok(permit) => match self.open_stream(first, input).await {
+                        Ok((replies, sent)) => {
+                            self.read_reply(Box::new(replies), sent, permit).await
+                        }
+                        Err(err) => Some((Err(err), None)),
+                    },
+                    Err(_) => {
+                        let reply = self.unary(first).await;
+                        let next = reply.is_ok().then_some(Phase::Waiting(input));
+                        Some((reply, next))
+                    }
+                }
+            }
+            Phase::Streaming {
+                replies,
+                sent,
+                _permit,
+            } => self.read_reply(replies, sent, _permit).await,
+        }
+    }
+
+    /// Opens the gRPC stream, `first` then the rest of `input` in it.
+    async fn open_stream<C, S>(
+        &self,
+        first: AppendEntriesRequest<C>,
+        input: S,
+    ) -> Result<(Streaming<RaftMessage>, SendTimes), RPCError<C>>
+    where
+        C: RaftTypeConfig,
+        AppendEntriesRequest<C>: Serialize,
+        S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        let (group, target) = (self.group, self.target);
+        let sent = SendTimes::default();
+        let body = {
+            let requests = futures::stream::once(std::future::ready(first)).chain(input);
+            futures::stream::unfold((requests, sent.clone()), move |(mut requests, sent)| {
+                async move {
+                    let request = loop {
+                        match tokio::time::timeout(IDLE_CLOSE, requests.next()).await {
+                            Ok(request) => break request?,
+                            // Idle with nothing unanswered: close; the next session
+                            // opens a new stream when there is something to send.
+                            Err(_) if lock(&sent).is_empty() => return None,
+                            Err(_) => continue,
+                        }
+                    };
+                    // A request that cannot be encoded (never expected) ends the stream:
+                    // later ones must not be answered in its place.
+                    let data = encode(&request)
+                        .inspect_err(|err| {
+                            tracing::error!(%err, group, target, "cannot encode an AppendEntries request")
+                        })
+                        .ok()?;
+                    lock(&sent).push_back(Instant::now());
+                    let message = RaftMessage {
+                        group_id: group,
+                        data: data.into(),
+                    };
+                    Some((message, (requests, sent)))
+                }
+            })
+        };
+        let mut request = tonic::Request::new(body);
+        let group_value = group
+            .to_string()
+            .parse()
+            .map_err(|_| unreachable(target, "bad group id".into()))?;
+        request.metadata_mut().insert(GROUP_HEADER, group_value);
+        let mut lane = self.links.lane.clone();
+        match tokio::time::timeout(self.ttl, lane.append_stream(request)).await {
+            Ok(Ok(response)) => Ok((response.into_inner(), sent)),
+            Ok(Err(status)) => Err(unreachable(target, status.message().to_string())),
+            Err(_) => Err(unreachable(
+                target,
+                "timed out opening the append stream".into(),
+            )),
+        }
+    }
+
+    /// Waits for the reply to the oldest unanswered request of the stream.
+    async fn read_reply<C, S>(
+        self,
+        mut replies: Box<Streaming<RaftMessage>>,
+        sent: SendTimes,
+        permit: OwnedSemaphorePermit,
+    ) -> Step<C, S>
+    where
+        C: RaftTypeConfig,
+        StreamAppendResult<C>: DeserializeOwned,
+    {
+        let target = self.target;
+        let next = loop {
+            let oldest = lock(&sent).front().copied();
+            let deadline = oldest.map_or_else(|| Instant::now() + self.ttl, |at| at + self.ttl);
+            // `Streaming::message` is cancel-safe: a timed-out wait loses nothing.
+            match tokio::time::timeout_at(deadline, replies.message()).await {
+                Ok(next) => break next,
+                Err(_) if oldest.is_some() => {
+                    let late = unreachable(target, format!("no reply within {:?}", self.ttl));
+                    return Some((Err(late), None));
+                }
+                Err(_) => continue,
+            }
+        };
+        let message = match next {
+            Ok(Some(message)) => message,
+            // Closed (idle, or the follower is stopping): the session ends here.
+            Ok(None) => return None,
+            Err(status) => {
+                return Some((Err(unreachable(target, status.message().to_string())), None));
+            }
+        };
+        lock(&sent).pop_front();
+        match decode::<RemoteReply<StreamAppendResult<C>>>(&message.data) {
+            Ok(Ok(result)) => Some((
+                Ok(result),
+                Some(Phase::Streaming {
+                    replies,
+                    sent,
+                    _permit: permit,
+                }),
+            )),
+            Ok(Err(stopped)) => Some((Err(unreachable(target, stopped)), None)),
+            Err(err) => Some((Err(RPCError::Network(NetworkError::new(&err))), None)),
+        }
+    }
+
+    /// Sends one request as a unary call (no stream permit was free).
+    async fn unary<C>(
+        &self,
+        request: AppendEntriesRequest<C>,
+    ) -> Result<StreamAppendResult<C>, RPCError<C>>
+    where
+        C: RaftTypeConfig,
+        AppendEntriesRequest<C>: Serialize,
+        AppendEntriesResponse<C>: DeserializeOwned,
+    {
+        let prev = request.prev_log_id.clone();
+        let last = request
+            .entries
+            .last()
+            .map(|entry| entry.log_id())
+            .or_else(|| prev.clone());
+        let response: AppendEntriesResponse<C> = call(
+            self.links.unary.clone(),
+            self.group,
+            self.target,
+            RaftRpcKind::Append,
+            &request,
+            self.ttl,
+        )
+        .await?;
+        Ok(response.into_stream_result(prev, last))
+    }
+}
+
+fn unreachable<C: RaftTypeConfig>(target: u64, why: String) -> RPCError<C> {
+    RPCError::Unreachable(Unreachable::new(&io::Error::other(format!(
+        "peer {target}: {why}"
+    ))))
 }
 
 /// Serves one replication stream of `group` for its local replica `raft`: decodes each

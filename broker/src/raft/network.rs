@@ -21,9 +21,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use strait_proto::internal::RaftMessage;
 use strait_proto::internal::raft_transport_client::RaftTransportClient;
+use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
-use super::append_stream::Replies;
+use super::append_stream::{Replies, SessionLinks};
 use super::inbound::{RaftRpcKind, RemoteReply};
 use crate::storage::{GroupId, decode, encode};
 
@@ -31,7 +32,7 @@ use crate::storage::{GroupId, decode, encode};
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
 /// Connections to peer brokers and their current addresses, shared by all groups.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct PeerPool {
     inner: Arc<PeerPoolInner>,
 }
@@ -39,17 +40,24 @@ pub struct PeerPool {
 #[derive(Default)]
 struct PeerPoolInner {
     channels: Mutex<HashMap<String, Channel>>,
+    /// Per peer address: the connection that carries replication streams, and the
+    /// permits that cap how many are open on it.
+    lanes: Mutex<HashMap<String, (Channel, Arc<Semaphore>)>>,
     addresses: RwLock<HashMap<u64, String>>,
     /// Peer address → address to dial instead (`--peer-route`).
     routes: BTreeMap<String, String>,
+    /// Replication streams open at once to one peer (`--replication-streams`).
+    streams_per_peer: usize,
 }
 
 impl PeerPool {
-    /// A pool that dials the peers named in `routes` through their given addresses.
-    pub fn with_routes(routes: BTreeMap<String, String>) -> Self {
+    /// A pool that dials the peers named in `routes` through their given addresses and
+    /// opens at most `streams_per_peer` replication streams to each peer.
+    pub fn new(routes: BTreeMap<String, String>, streams_per_peer: usize) -> Self {
         PeerPool {
             inner: Arc::new(PeerPoolInner {
                 routes,
+                streams_per_peer,
                 ..PeerPoolInner::default()
             }),
         }
@@ -83,10 +91,38 @@ impl PeerPool {
         id: u64,
         fallback: &str,
     ) -> Result<RaftTransportClient<Channel>, tonic::transport::Error> {
-        let channel = self.channel(&self.address_of(id, fallback))?;
-        Ok(RaftTransportClient::new(channel)
-            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES))
+        Ok(client(self.channel(&self.address_of(id, fallback))?))
+    }
+
+    /// What a replication session to broker `id` uses: the unary client, and the
+    /// peer's stream lane. Replication streams are long-lived, so they get a connection
+    /// of their own, capped below the server's concurrent-stream limit, and never crowd
+    /// out votes, beats and unary appends.
+    pub fn session_links(
+        &self,
+        id: u64,
+        fallback: &str,
+    ) -> Result<SessionLinks, tonic::transport::Error> {
+        let addr = self.address_of(id, fallback);
+        let (lane, permits) = {
+            let mut lanes = self.inner.lanes.lock().unwrap_or_else(|e| e.into_inner());
+            match lanes.get(&addr) {
+                Some(lane) => lane.clone(),
+                None => {
+                    let lane = (
+                        self.dial(&addr)?,
+                        Arc::new(Semaphore::new(self.inner.streams_per_peer)),
+                    );
+                    lanes.insert(addr.clone(), lane.clone());
+                    lane
+                }
+            }
+        };
+        Ok(SessionLinks {
+            unary: client(self.channel(&addr)?),
+            lane: client(lane),
+            permits,
+        })
     }
 
     /// A channel to `addr`, created on first use; it connects lazily and reconnects by itself.
@@ -99,18 +135,29 @@ impl PeerPool {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
+        let channel = self.dial(addr)?;
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A new lazily connecting channel to `addr` (or its `--peer-route`).
+    fn dial(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
         let dial = self.inner.routes.get(addr).map_or(addr, String::as_str);
-        let channel = Endpoint::from_shared(format!("http://{dial}"))?
+        Ok(Endpoint::from_shared(format!("http://{dial}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
             .initial_stream_window_size(crate::server::STREAM_WINDOW_BYTES)
             .initial_connection_window_size(crate::server::CONNECTION_WINDOW_BYTES)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        channels.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+            .connect_lazy())
     }
+}
+
+fn client(channel: Channel) -> RaftTransportClient<Channel> {
+    RaftTransportClient::new(channel)
+        .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES)
 }
 
 /// Creates per-peer links for one group.
@@ -168,7 +215,7 @@ where
 
 /// Why an outbound RPC failed, before it is mapped to openraft's error kinds.
 #[derive(Debug, thiserror::Error)]
-enum LinkError {
+pub(super) enum LinkError {
     #[error("peer {0} unreachable: {1}")]
     Unreachable(u64, String),
     #[error("peer {0} answered with an error: {1}")]
@@ -206,27 +253,39 @@ impl<C> PeerLink<C> {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, LinkError> {
-        let mut client = self
+        let client = self
             .peers
             .transport(self.target, &self.fallback_addr)
             .map_err(|e| LinkError::Unreachable(self.target, e.to_string()))?;
-        let mut req = tonic::Request::new(RaftMessage {
-            group_id: self.group,
-            data: encode(request)?.into(),
-        });
-        req.set_timeout(timeout);
-        let reply = match kind {
-            RaftRpcKind::Append => client.append_entries(req).await,
-            RaftRpcKind::Vote => client.vote(req).await,
-            RaftRpcKind::PreVote => client.pre_vote(req).await,
-            RaftRpcKind::Snapshot => client.install_snapshot(req).await,
-            RaftRpcKind::TransferLeader => client.transfer_leader(req).await,
-        }
-        .map_err(|status| LinkError::Unreachable(self.target, status.message().to_string()))?;
-        match decode::<RemoteReply<Resp>>(&reply.into_inner().data)? {
-            Ok(resp) => Ok(resp),
-            Err(message) => Err(LinkError::Remote(self.target, message)),
-        }
+        call(client, self.group, self.target, kind, request, timeout).await
+    }
+}
+
+/// One unary Raft RPC of `group` to broker `target` through `client`.
+pub(super) async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    mut client: RaftTransportClient<Channel>,
+    group: GroupId,
+    target: u64,
+    kind: RaftRpcKind,
+    request: &Req,
+    timeout: Duration,
+) -> Result<Resp, LinkError> {
+    let mut req = tonic::Request::new(RaftMessage {
+        group_id: group,
+        data: encode(request)?.into(),
+    });
+    req.set_timeout(timeout);
+    let reply = match kind {
+        RaftRpcKind::Append => client.append_entries(req).await,
+        RaftRpcKind::Vote => client.vote(req).await,
+        RaftRpcKind::PreVote => client.pre_vote(req).await,
+        RaftRpcKind::Snapshot => client.install_snapshot(req).await,
+        RaftRpcKind::TransferLeader => client.transfer_leader(req).await,
+    }
+    .map_err(|status| LinkError::Unreachable(target, status.message().to_string()))?;
+    match decode::<RemoteReply<Resp>>(&reply.into_inner().data)? {
+        Ok(resp) => Ok(resp),
+        Err(message) => Err(LinkError::Remote(target, message)),
     }
 }
 
@@ -265,11 +324,11 @@ where
     where
         S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
     {
-        let client = self
+        let links = self
             .peers
-            .transport(self.target, &self.fallback_addr)
+            .session_links(self.target, &self.fallback_addr)
             .map_err(|e| e.to_string());
-        super::append_stream::open(client, self.group, self.target, input, option.soft_ttl())
+        super::append_stream::open(links, self.group, self.target, input, option.soft_ttl())
     }
 
     async fn vote(
