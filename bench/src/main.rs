@@ -46,6 +46,10 @@ struct Target {
     /// instead of using --brokers; they stop when the run ends.
     #[arg(long)]
     local: Option<usize>,
+    /// With --local: one more flag for every broker (repeatable, e.g.
+    /// `--broker-arg=--replication-streams=0`).
+    #[arg(long = "broker-arg", allow_hyphen_values = true)]
+    broker_args: Vec<String>,
     #[arg(long, default_value = "bench")]
     topic: String,
     #[arg(long, default_value_t = 3)]
@@ -130,7 +134,13 @@ enum Command {
 async fn connect(target: &Target) -> anyhow::Result<(Client, Option<Cluster>)> {
     let (addrs, cluster) = match target.local {
         Some(n) => {
-            let cluster = Cluster::start(n).await.context("starting local brokers")?;
+            let mut options = strait_tests::ClusterOptions::default();
+            for id in 1..=n as u64 {
+                options.extra_args.insert(id, target.broker_args.clone());
+            }
+            let cluster = Cluster::start_with(n, options)
+                .await
+                .context("starting local brokers")?;
             eprintln!("started {n} local brokers: {}", cluster.addrs().join(","));
             (cluster.addrs(), Some(cluster))
         }

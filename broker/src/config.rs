@@ -82,7 +82,7 @@ pub struct BrokerArgs {
     pub peer_routes: Option<Vec<String>>,
     /// Partition groups that may replicate to one peer over a pipelined stream at once
     /// (each an HTTP/2 stream on a connection of its own); groups beyond it send one
-    /// AppendEntries at a time. 0 turns pipelining off [default: 160, at most 190].
+    /// AppendEntries at a time. 0 turns pipelining off [default: 64, at most 190].
     #[arg(long)]
     pub replication_streams: Option<usize>,
 }
@@ -244,7 +244,7 @@ impl BrokerConfig {
                 return Err(bad(format!("`{addr}` is routed twice")));
             }
         }
-        let replication_streams = args.replication_streams.unwrap_or(160);
+        let replication_streams = args.replication_streams.unwrap_or(64);
         if replication_streams > 190 {
             // Below the 200 concurrent streams a broker accepts per connection.
             return Err(ConfigError::Invalid {
@@ -313,6 +313,7 @@ mod tests {
         ]))
         .expect("valid");
         assert_eq!(cfg.advertise, "127.0.0.1:9701");
+        assert_eq!(cfg.replication_streams, 64);
         assert!(cfg.is_controller_voter());
         assert_eq!(cfg.seeds.len(), 2);
     }
@@ -361,6 +362,7 @@ mod tests {
             ["--listen=127.0.0.1:1", "--seeds=noport"],
             ["--listen=127.0.0.1:1", "--peer-route=a:1"],
             ["--listen=127.0.0.1:1", "--peer-route=a:1=b"],
+            ["--listen=127.0.0.1:1", "--replication-streams=191"],
         ] {
             let mut a = vec!["--id=1", "--data-dir=/x"];
             a.extend_from_slice(&bad);
