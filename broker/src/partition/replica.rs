@@ -2,8 +2,10 @@
 //! after a majority has the batch on disk, or written with `flush=async`, and it is
 //! applied) and fetch (committed records only, with long-polling).
 
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,7 +16,6 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::ProgressResponder;
 use openraft::{Instant as _, ServerState};
 use strait_records::{BatchError, Compression, RecordBatch};
-use tokio::sync::oneshot;
 
 use super::liveness::Liveness;
 use super::recovery::RecoveryGate;
@@ -65,6 +66,56 @@ fn stored_compression(h: &BatchHeader) -> Result<Compression, BrokerError> {
             h.base_offset, h.compression
         ))
     })
+}
+
+/// An admitted idempotent batch awaiting Raft's answer. It stays in its producer's
+/// in-flight set (a next batch is checked against it, which is as right as checking it
+/// against the producer table) until Raft answers, whatever becomes of the request:
+/// dropped early (a timeout, a client gone), the wait goes on in a task.
+struct Admitted {
+    answer: Option<BoxFuture<'static, Outcome>>,
+    sequencer: Arc<Sequencer>,
+    stamp: ProducerStamp,
+    term: u64,
+}
+
+impl Admitted {
+    /// Takes the batch out of the in-flight set once `answer` (if still pending) is in.
+    fn finish(&mut self, answer: Option<BoxFuture<'static, Outcome>>) {
+        let (sequencer, stamp, term) = (self.sequencer.clone(), self.stamp, self.term);
+        // Without a runtime the process is stopping, and the set with it.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Some(answer) = answer {
+                    answer.await;
+                }
+                sequencer.finished(stamp, term).await;
+            });
+        }
+    }
+}
+
+impl Future for Admitted {
+    type Output = Outcome;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
+        let Some(answer) = self.answer.as_mut() else {
+            return Poll::Ready(Outcome::Unknown("polled after its answer".into()));
+        };
+        let outcome = std::task::ready!(answer.as_mut().poll(cx));
+        self.answer = None;
+        // Answer first, then leave the in-flight set.
+        self.finish(None);
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(answer) = self.answer.take() {
+            self.finish(Some(answer));
+        }
+    }
 }
 
 /// What became of a write, as far as its producer is concerned.
@@ -317,18 +368,11 @@ impl PartitionReplica {
         };
         let answer = self.write(command, Some(leader)).await?;
         ticket.submitted();
-        // The batch stays in flight until Raft answers, whatever becomes of this request.
-        let sequencer = self.sequencer.clone();
-        let (tx, rx) = oneshot::channel();
-        tokio::spawn(async move {
-            // Answer first: until `finished`, a next batch is checked against this one
-            // in flight, which is as right as checking it against the table.
-            let _ = tx.send(answer.await);
-            sequencer.finished(stamp, term).await;
-        });
-        Ok(Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Outcome::Unknown("the write was abandoned".into()))
+        Ok(Box::pin(Admitted {
+            answer: Some(Box::pin(answer)),
+            sequencer: self.sequencer.clone(),
+            stamp,
+            term,
         }))
     }
 
