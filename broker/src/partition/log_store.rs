@@ -22,6 +22,7 @@ use openraft::{EntryPayload, LogId, OptionalSend};
 use strait_records::{Compression, RecordBatch};
 
 use super::state_machine::InstalledOffset;
+use super::tail_cache::TailCache;
 use super::types::{PartitionCommand, PartitionRaftConfig as C, ProducerStamp};
 use crate::storage::partition_log::format::EntryKind;
 use crate::storage::partition_log::log::{NewEntry, PartitionLog};
@@ -44,6 +45,9 @@ pub struct PartitionLogStore {
     /// Set when a background fdatasync (`flush=async`) failed: the group must stop, as
     /// acknowledged data may be lost.
     sync_failed: Arc<AtomicBool>,
+    /// The newest entries as appended, so that replicating and applying them need not
+    /// read them back.
+    tail: Arc<TailCache>,
 }
 
 impl PartitionLogStore {
@@ -66,6 +70,7 @@ impl PartitionLogStore {
             installed,
             flush_async,
             sync_failed: Arc::default(),
+            tail: Arc::default(),
         })
     }
 
@@ -111,6 +116,14 @@ impl PartitionLogStore {
             )),
             None => last_purged_log_id,
         }
+    }
+
+    /// Entries `start..end` (at most `max_bytes`, at least one) from the tail cache.
+    fn cached(&self, start: u64, end: u64, max_bytes: usize) -> Option<Vec<Entry>> {
+        let log = self.read();
+        let last = log.last().map(|h| (h.term, h.index));
+        self.tail
+            .get(start, end, max_bytes, last, log.purged_through())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, PartitionLog> {
@@ -217,6 +230,9 @@ impl RaftLogReader<C> for PartitionLogStore {
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
         let (start, end) = index_bounds(&range);
+        if let Some(entries) = self.cached(start, end, usize::MAX) {
+            return Ok(entries);
+        }
         let batches = self.read().read_indexes(start, end, usize::MAX)?;
         batches.iter().map(to_entry).collect()
     }
@@ -231,6 +247,9 @@ impl RaftLogReader<C> for PartitionLogStore {
         end: u64,
     ) -> Result<Vec<Entry>, io::Error> {
         // Keeps every AppendEntries well below the transport's message limit.
+        if let Some(entries) = self.cached(start, end, REPLICATION_BATCH_BYTES) {
+            return Ok(entries);
+        }
         let batches = self
             .read()
             .read_indexes(start, end, REPLICATION_BATCH_BYTES)?;
@@ -258,6 +277,9 @@ impl RaftLogStorage<C> for PartitionLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        if let Some(id) = &committed {
+            self.tail.committed(id.index());
+        }
         self.meta.save_committed(&committed)
     }
 
@@ -301,6 +323,7 @@ impl RaftLogStorage<C> for PartitionLogStore {
                     },
                     now,
                 )?;
+                self.tail.push(&entry);
             }
             log.sync_handle()
         };
@@ -324,7 +347,9 @@ impl RaftLogStorage<C> for PartitionLogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogIdOf<C>>) -> Result<(), io::Error> {
         let first_removed = last_log_id.map_or(0, |id| id.index() + 1);
-        self.write().truncate_from(first_removed)
+        let mut log = self.write();
+        self.tail.clear();
+        log.truncate_from(first_removed)
     }
 
     async fn purge(&mut self, log_id: LogIdOf<C>) -> Result<(), io::Error> {
@@ -336,6 +361,7 @@ impl RaftLogStorage<C> for PartitionLogStore {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let mut log = self.write();
+        self.tail.clear();
         let beyond_end = log.last().is_none_or(|h| h.index <= log_id.index());
         match installed {
             // A snapshot from the leader covers everything this replica had.

@@ -10,6 +10,7 @@ mod repair;
 mod replica;
 mod sequencer;
 pub mod state_machine;
+mod tail_cache;
 pub mod types;
 
 pub use log_store::PartitionLogStore;
