@@ -16,14 +16,13 @@
 //! `Result<StreamAppendResult, String>` (the error: the follower's group stopped).
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use openraft::base::{BoxFuture, BoxStream};
 use openraft::entry::RaftEntry;
-use openraft::error::{NetworkError, RPCError, Unreachable};
+use openraft::error::RPCError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, StreamAppendResult};
 use openraft::storage::RaftStateMachine;
 use openraft::{OptionalSend, Raft, RaftTypeConfig};
@@ -37,7 +36,7 @@ use tonic::transport::Channel;
 use tonic::{Status, Streaming};
 
 use super::inbound::{RaftRpcKind, RemoteReply};
-use super::network::call;
+use super::network::{LinkError, call};
 use crate::storage::{GroupId, decode, encode};
 
 /// Replies a follower buffers for a slow leader (openraft's own pipeline holds 64).
@@ -83,7 +82,7 @@ where
     S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
 {
     Box::pin(async move {
-        let links = links.map_err(|why| unreachable(target, why))?;
+        let links = links.map_err(|why| LinkError::Unreachable(target, why))?;
         let session = Session {
             links: Arc::new(links),
             group,
@@ -203,16 +202,19 @@ impl Session {
         let group_value = group
             .to_string()
             .parse()
-            .map_err(|_| unreachable(target, "bad group id".into()))?;
+            .map_err(|_| LinkError::Unreachable(target, "bad group id".into()))?;
         request.metadata_mut().insert(GROUP_HEADER, group_value);
         let mut lane = self.links.lane.clone();
         match tokio::time::timeout(self.ttl, lane.append_stream(request)).await {
             Ok(Ok(response)) => Ok((response.into_inner(), sent)),
-            Ok(Err(status)) => Err(unreachable(target, status.message().to_string())),
-            Err(_) => Err(unreachable(
+            Ok(Err(status)) => {
+                Err(LinkError::Unreachable(target, status.message().to_string()).into())
+            }
+            Err(_) => Err(LinkError::Unreachable(
                 target,
                 "timed out opening the append stream".into(),
-            )),
+            )
+            .into()),
         }
     }
 
@@ -235,8 +237,9 @@ impl Session {
             match tokio::time::timeout_at(deadline, replies.message()).await {
                 Ok(next) => break next,
                 Err(_) if oldest.is_some() => {
-                    let late = unreachable(target, format!("no reply within {:?}", self.ttl));
-                    return Some((Err(late), None));
+                    let late =
+                        LinkError::Unreachable(target, format!("no reply within {:?}", self.ttl));
+                    return Some((Err(late.into()), None));
                 }
                 Err(_) => continue,
             }
@@ -246,7 +249,8 @@ impl Session {
             // Closed (idle, or the follower is stopping): the session ends here.
             Ok(None) => return None,
             Err(status) => {
-                return Some((Err(unreachable(target, status.message().to_string())), None));
+                let lost = LinkError::Unreachable(target, status.message().to_string());
+                return Some((Err(lost.into()), None));
             }
         };
         lock(&sent).pop_front();
@@ -259,8 +263,8 @@ impl Session {
                     _permit: permit,
                 }),
             )),
-            Ok(Err(stopped)) => Some((Err(unreachable(target, stopped)), None)),
-            Err(err) => Some((Err(RPCError::Network(NetworkError::new(&err))), None)),
+            Ok(Err(stopped)) => Some((Err(LinkError::Remote(target, stopped).into()), None)),
+            Err(err) => Some((Err(LinkError::Codec(err).into()), None)),
         }
     }
 
@@ -291,12 +295,6 @@ impl Session {
         .await?;
         Ok(response.into_stream_result(prev, last))
     }
-}
-
-fn unreachable<C: RaftTypeConfig>(target: u64, why: String) -> RPCError<C> {
-    RPCError::Unreachable(Unreachable::new(&io::Error::other(format!(
-        "peer {target}: {why}"
-    ))))
 }
 
 /// Serves one replication stream of `group` for its local replica `raft`: decodes each

@@ -12,8 +12,8 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::controller::ControllerRaft;
-use crate::partition::PartitionRegistry;
 use crate::partition::types::PartitionRaftConfig;
+use crate::partition::{PartitionRegistry, PartitionReplica};
 use crate::raft::{GROUP_HEADER, RaftRpcKind, serve_append_stream, serve_rpc};
 use crate::storage::decode;
 
@@ -32,6 +32,20 @@ pub struct RaftTransportApi {
 pub type ReplyStream = Pin<Box<dyn Stream<Item = Result<RaftMessage, Status>> + Send>>;
 
 impl RaftTransportApi {
+    /// The controller group, if this broker is one of its voters.
+    fn controller(&self) -> Result<&ControllerRaft, Status> {
+        self.controller
+            .as_ref()
+            .ok_or_else(|| Status::not_found("this broker is not a controller voter"))
+    }
+
+    /// This broker's replica of partition group `group`.
+    fn replica(&self, group: u64) -> Result<Arc<PartitionReplica>, Status> {
+        self.partitions
+            .by_group(group)
+            .ok_or_else(|| Status::not_found(format!("no local replica of group {group}")))
+    }
+
     async fn dispatch(
         &self,
         kind: RaftRpcKind,
@@ -39,16 +53,9 @@ impl RaftTransportApi {
     ) -> Result<Response<RaftMessage>, Status> {
         let group = message.group_id;
         let result = if group == CONTROLLER_GROUP {
-            let raft = self
-                .controller
-                .as_ref()
-                .ok_or_else(|| Status::not_found("this broker is not a controller voter"))?;
-            serve_rpc(raft, kind, &message.data).await
+            serve_rpc(self.controller()?, kind, &message.data).await
         } else {
-            let replica = self
-                .partitions
-                .by_group(group)
-                .ok_or_else(|| Status::not_found(format!("no local replica of group {group}")))?;
+            let replica = self.replica(group)?;
             let elects = matches!(
                 kind,
                 RaftRpcKind::Vote | RaftRpcKind::PreVote | RaftRpcKind::TransferLeader
@@ -107,16 +114,10 @@ impl RaftTransport for RaftTransportApi {
             let _ = shutdown.wait_for(|stopping| *stopping).await;
         });
         let replies: ReplyStream = if group == CONTROLLER_GROUP {
-            let raft = self
-                .controller
-                .as_ref()
-                .ok_or_else(|| Status::not_found("this broker is not a controller voter"))?;
-            Box::pin(serve_append_stream(raft.clone(), group, input, || {}))
+            let raft = self.controller()?.clone();
+            Box::pin(serve_append_stream(raft, group, input, || {}))
         } else {
-            let replica = self
-                .partitions
-                .by_group(group)
-                .ok_or_else(|| Status::not_found(format!("no local replica of group {group}")))?;
+            let replica = self.replica(group)?;
             let raft = replica.raft().clone();
             let heard = move || replica.liveness().heard_leader();
             Box::pin(serve_append_stream(raft, group, input, heard))
