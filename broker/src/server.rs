@@ -21,7 +21,7 @@ use crate::controller::state::ControllerCommand;
 use crate::controller::state_machine::ControllerStateMachine;
 use crate::controller::{Controller, ControllerRaft};
 use crate::metadata::MetadataCache;
-use crate::partition::{Limits, PartitionRegistry};
+use crate::partition::{Limits, PartitionRegistry, PartitionStorage};
 use crate::raft::{GroupNetworkFactory, PeerPool, controller_config};
 use crate::service::admin_api::AdminApi;
 use crate::service::client_api::ClientApi;
@@ -95,7 +95,10 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
     let partitions = Arc::new(PartitionRegistry::new(
         config.id,
         store.clone(),
-        config.data_dir.join("partitions"),
+        PartitionStorage {
+            dir: config.data_dir.join("partitions"),
+            direct_io: config.direct_io,
+        },
         peers.clone(),
         cache.clone(),
         limits,

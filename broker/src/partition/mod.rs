@@ -14,6 +14,6 @@ mod tail_cache;
 pub mod types;
 
 pub use log_store::PartitionLogStore;
-pub use registry::PartitionRegistry;
+pub use registry::{PartitionRegistry, PartitionStorage};
 pub use replica::{Fetched, Limits, PartitionReplica};
 pub use state_machine::PartitionStateMachine;

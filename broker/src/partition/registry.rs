@@ -34,8 +34,8 @@ const FALLBACK_INIT_DELAY: Duration = Duration::from_secs(4);
 pub struct PartitionRegistry {
     pub(super) broker_id: u64,
     store: Store,
-    /// Each partition's segments live in `partitions_dir/<group id>/`.
-    partitions_dir: PathBuf,
+    /// Each partition's segments live in `storage.dir/<group id>/`.
+    storage: PartitionStorage,
     syncer: SegmentSyncer,
     pub(super) peers: PeerPool,
     pub(super) cache: MetadataCache,
@@ -57,11 +57,20 @@ pub struct PartitionRegistry {
     generations: std::sync::atomic::AtomicU64,
 }
 
+/// Where and how the broker stores partition data.
+#[derive(Debug, Clone)]
+pub struct PartitionStorage {
+    /// The directory holding one directory per partition group.
+    pub dir: PathBuf,
+    /// Appends bypass the page cache (`O_DIRECT`; broker option `--direct-io`).
+    pub direct_io: bool,
+}
+
 impl PartitionRegistry {
     pub fn new(
         broker_id: u64,
         store: Store,
-        partitions_dir: PathBuf,
+        storage: PartitionStorage,
         peers: PeerPool,
         cache: MetadataCache,
         limits: Limits,
@@ -71,7 +80,7 @@ impl PartitionRegistry {
         PartitionRegistry {
             broker_id,
             store,
-            partitions_dir,
+            storage,
             syncer: SegmentSyncer::start(),
             peers,
             cache,
@@ -308,7 +317,7 @@ impl PartitionRegistry {
             .store
             .group_ids()
             .map_err(|e| BrokerError::Internal(e.to_string()))?;
-        if let Ok(entries) = std::fs::read_dir(&self.partitions_dir) {
+        if let Ok(entries) = std::fs::read_dir(&self.storage.dir) {
             groups.extend(
                 entries.filter_map(|e| e.ok()?.file_name().into_string().ok()?.parse::<u64>().ok()),
             );
@@ -320,7 +329,7 @@ impl PartitionRegistry {
 
     /// The directory of `group`'s segments.
     pub(super) fn group_dir(&self, group: u64) -> PathBuf {
-        self.partitions_dir.join(group.to_string())
+        self.storage.dir.join(group.to_string())
     }
 
     /// Deletes a group's segments and its Raft state.
@@ -376,6 +385,7 @@ impl PartitionRegistry {
         }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         log.set_corruption_hook(self.corruption_hook(group, generation));
+        log.set_direct_io(self.storage.direct_io);
         let log = Arc::new(RwLock::new(log));
         let installed = InstalledOffset::default();
         let flush_async = Arc::new(AtomicBool::new(flush == Flush::Async));

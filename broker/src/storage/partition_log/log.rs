@@ -93,6 +93,8 @@ pub struct PartitionLog {
     /// Entries at or below this Raft index are purged: never read, even while the
     /// segment holding them still exists.
     purged_through: Option<u64>,
+    /// Whether the active segment's appends bypass the page cache.
+    direct_io: bool,
 }
 
 fn parse_base_offset(path: &Path) -> Option<u64> {
@@ -157,7 +159,7 @@ impl PartitionLog {
                 segments.push(segment);
                 continue;
             }
-            let (segment, recovery) = Segment::open_uncut(&path, base)?;
+            let (mut segment, recovery) = Segment::open_uncut(&path, base)?;
             if !segments_follow(segments.last(), &segment) {
                 repaired = Some(LogRecovery {
                     segment: path.clone(),
@@ -217,7 +219,7 @@ impl PartitionLog {
             match misfit {
                 Some(segment) => remove_segment(segment)?,
                 None => {
-                    if let Some(damaged) = segments.last() {
+                    if let Some(damaged) = segments.last_mut() {
                         damaged.cut()?;
                     }
                 }
@@ -248,9 +250,24 @@ impl PartitionLog {
                 segments,
                 next_offset,
                 purged_through: None,
+                direct_io: false,
             },
             repaired,
         ))
+    }
+
+    /// Whether appends to the active segment, and every later one, bypass the page cache
+    /// (`O_DIRECT`, see [`super::direct`]).
+    pub fn set_direct_io(&mut self, on: bool) {
+        self.direct_io = on;
+        self.active().set_direct_io(on);
+    }
+
+    /// Cuts the active segment's padding off (see [`super::direct`]): its file then holds
+    /// exactly its frames, as tests that damage it on purpose expect.
+    #[cfg(test)]
+    pub fn trim_active(&mut self) -> io::Result<()> {
+        self.active().trim()
     }
 
     fn active(&mut self) -> &mut Segment {
@@ -349,7 +366,8 @@ impl PartitionLog {
     fn roll(&mut self) -> io::Result<()> {
         self.active().sync()?;
         self.active().write_index()?;
-        let segment = Segment::create(&self.dir, self.next_offset)?;
+        let mut segment = Segment::create(&self.dir, self.next_offset)?;
+        segment.set_direct_io(self.direct_io);
         self.segments.push(segment);
         sync_dir(&self.dir)
     }
@@ -464,6 +482,8 @@ impl PartitionLog {
         }
         // The segment the cut lands in may have been sealed: it is the active one now.
         self.active().remove_index()?;
+        let direct_io = self.direct_io;
+        self.active().set_direct_io(direct_io);
         self.active().truncate_from(first_removed)?;
         sync_dir(&self.dir)?;
         self.next_offset = self.last().map_or_else(
@@ -480,7 +500,9 @@ impl PartitionLog {
         for segment in self.segments.drain(..) {
             remove_segment(segment)?;
         }
-        self.segments.push(Segment::create(&self.dir, next_offset)?);
+        let mut segment = Segment::create(&self.dir, next_offset)?;
+        segment.set_direct_io(self.direct_io);
+        self.segments.push(segment);
         self.next_offset = next_offset;
         self.purged_through = Some(purged_through);
         sync_dir(&self.dir)

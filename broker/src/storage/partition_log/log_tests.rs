@@ -150,7 +150,8 @@ fn old_segments_are_deleted_whole_and_the_start_offset_moves() {
 #[test]
 fn a_torn_active_segment_is_repaired_on_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = filled(dir.path(), 100);
+    let mut log = filled(dir.path(), 100);
+    log.trim_active().expect("trim");
     let last_index = log.last().map(|h| h.index);
     drop(log);
     let files = segment_files(dir.path());
@@ -290,7 +291,8 @@ fn a_truncation_into_a_sealed_segment_makes_it_active_again() {
 #[test]
 fn damage_followed_by_valid_batches_reports_how_far_the_log_reached() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = filled(dir.path(), 100);
+    let mut log = filled(dir.path(), 100);
+    log.trim_active().expect("trim");
     drop(log);
     let files = segment_files(dir.path());
     // Bit rot in the middle of the active segment: valid batches follow the damage.
@@ -327,4 +329,41 @@ fn nothing_is_cut_when_the_loss_cannot_be_recorded_first() {
         .map(|f| std::fs::metadata(f).expect("stat").len())
         .collect();
     assert_eq!(after, before, "every segment still there, uncut");
+}
+
+#[test]
+fn a_direct_io_log_rolls_truncates_and_reopens_to_the_same_entries_as_a_buffered_one() {
+    let (direct_dir, buffered_dir) = (
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    );
+    let mut logs = Vec::new();
+    for (dir, direct) in [(direct_dir.path(), true), (buffered_dir.path(), false)] {
+        let (mut log, _) = PartitionLog::open(dir, SMALL, Verify::ActiveSegment).expect("open");
+        log.set_direct_io(direct);
+        for i in 0..100 {
+            append(&mut log, i, 1000 * i as i64);
+        }
+        // Back into a sealed segment, which becomes the active one again.
+        log.truncate_after(37).expect("truncate");
+        for i in 38..70 {
+            append(&mut log, i, 7);
+        }
+        log.sync().expect("sync");
+        logs.push(log);
+    }
+    let reads: Vec<_> = logs
+        .iter()
+        .map(|log| log.read_indexes(0, u64::MAX, usize::MAX).expect("read"))
+        .collect();
+    assert_eq!(reads[0], reads[1]);
+    assert_eq!(reads[0].len(), 70);
+    drop(logs);
+    let (log, recovery) =
+        PartitionLog::open(direct_dir.path(), SMALL, Verify::Everything).expect("reopen");
+    assert!(recovery.is_none(), "{recovery:?}");
+    assert_eq!(
+        log.read_indexes(0, u64::MAX, usize::MAX).expect("read"),
+        reads[1]
+    );
 }

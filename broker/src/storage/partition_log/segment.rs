@@ -12,6 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::direct::{DirectWriter, is_padding};
 use super::format::{
     BatchHeader, FrameError, MAX_FRAME_BYTES, PREFIX_LEN, decode_batch, frame_head, frame_len,
 };
@@ -51,6 +52,19 @@ pub struct Segment {
     first: Option<BatchHeader>,
     last: Option<BatchHeader>,
     max_timestamp: i64,
+    /// How appends reach the file (opened at the first append).
+    writer: Writer,
+}
+
+/// How a segment's appends reach its file.
+#[derive(Debug)]
+enum Writer {
+    /// Through the page cache (the default).
+    Buffered,
+    /// Direct writes asked for, the file not opened for them yet.
+    DirectUnopened,
+    /// Direct writes from our own buffer (see [`super::direct`]).
+    Direct(DirectWriter),
 }
 
 impl Segment {
@@ -81,6 +95,7 @@ impl Segment {
             first: None,
             last: None,
             max_timestamp: i64::MIN,
+            writer: Writer::Buffered,
         }
     }
 
@@ -88,7 +103,7 @@ impl Segment {
     /// truncated away (and the truncation synced) and described in the returned
     /// [`Recovery`].
     pub fn open(path: &Path, base_offset: u64) -> io::Result<(Segment, Option<Recovery>)> {
-        let (segment, recovery) = Segment::open_uncut(path, base_offset)?;
+        let (mut segment, recovery) = Segment::open_uncut(path, base_offset)?;
         if recovery.is_some() {
             segment.cut()?;
         }
@@ -114,9 +129,35 @@ impl Segment {
     }
 
     /// Truncates the file to the valid batches found when it was opened (synced).
-    pub fn cut(&self) -> io::Result<()> {
+    pub fn cut(&mut self) -> io::Result<()> {
         self.file.set_len(self.size)?;
+        self.forget_tail();
         self.file.sync_data()
+    }
+
+    /// Whether appends bypass the page cache from now on (see [`super::direct`]); where
+    /// the file system has no `O_DIRECT`, they go through it anyway.
+    pub fn set_direct_io(&mut self, on: bool) {
+        match (&self.writer, on) {
+            (Writer::Buffered, true) => self.writer = Writer::DirectUnopened,
+            (Writer::DirectUnopened | Writer::Direct(_), false) => self.writer = Writer::Buffered,
+            _ => {}
+        }
+    }
+
+    /// Cuts a direct write's zero padding off the end of the file (synced).
+    pub fn trim(&mut self) -> io::Result<()> {
+        if self.file.metadata()?.len() != self.size {
+            self.cut()?;
+        }
+        Ok(())
+    }
+
+    /// The file's length changed under the writer: it must read the last block again.
+    fn forget_tail(&mut self) {
+        if let Writer::Direct(writer) = &mut self.writer {
+            writer.forget_tail();
+        }
     }
 
     /// The largest Raft index readable after the damage at `size`: stepping over the
@@ -175,6 +216,15 @@ impl Segment {
     /// them; stops at the first invalid one and returns why. `size` ends at the last
     /// valid byte.
     fn scan(&mut self, len: u64) -> io::Result<Option<FrameError>> {
+        let failure = self.scan_frames(len)?;
+        if failure.is_some() && is_padding(&self.file, self.size, len)? {
+            return Ok(None);
+        }
+        Ok(failure)
+    }
+
+    /// [`Segment::scan`], without telling a direct write's padding from damage.
+    fn scan_frames(&mut self, len: u64) -> io::Result<Option<FrameError>> {
         let mut reader = BufReader::with_capacity(1 << 20, self.file.try_clone()?);
         let mut frame = Vec::new();
         let mut position = 0u64;
@@ -202,8 +252,12 @@ impl Segment {
         Ok(failure)
     }
 
-    /// Writes this (sealed and synced) segment's index file.
-    pub fn write_index(&self) -> io::Result<()> {
+    /// Writes this (sealed and synced) segment's index file, first trimming the file to
+    /// its frames (a direct write's padding).
+    pub fn write_index(&mut self) -> io::Result<()> {
+        self.trim()?;
+        // Sealed: no more appends, unless a truncation makes it active again.
+        self.writer = Writer::Buffered;
         index_file::write(
             &self.path,
             &SegmentSummary {
@@ -287,12 +341,26 @@ impl Segment {
                 "batch too large",
             ));
         }
-        // Two writes, the payload from where it is (no frame buffer): a crash between
-        // them leaves a torn frame, cut at recovery like any torn write.
         let head = frame_head(header, payload);
-        self.file.write_all_at(&head, self.size)?;
-        self.file
-            .write_all_at(payload, self.size + head.len() as u64)?;
+        if matches!(self.writer, Writer::DirectUnopened) {
+            self.writer = match DirectWriter::open(&self.path)? {
+                Some(writer) => Writer::Direct(writer),
+                None => {
+                    tracing::debug!(path = %self.path.display(), "no O_DIRECT here: writing through the page cache");
+                    Writer::Buffered
+                }
+            };
+        }
+        match &mut self.writer {
+            Writer::Direct(writer) => writer.append(&self.file, self.size, &[&head, payload])?,
+            _ => {
+                // Two writes, the payload from where it is (no frame buffer): a crash
+                // between them leaves a torn frame, cut at recovery like any torn write.
+                self.file.write_all_at(&head, self.size)?;
+                self.file
+                    .write_all_at(payload, self.size + head.len() as u64)?;
+            }
+        }
         let position = self.size;
         self.size += frame_len as u64;
         self.note_appended(header, position);
@@ -456,6 +524,7 @@ impl Segment {
         }
         let Some(cut) = cut else { return Ok(()) };
         self.file.set_len(cut)?;
+        self.forget_tail();
         self.file.sync_data()?;
         self.size = cut;
         self.index.retain(|p| p.position < cut);

@@ -31,6 +31,9 @@ fn payload(index: u64) -> Vec<u8> {
 /// Writes `n` batches of 3 records each (index i, offsets 3i..3i+3, timestamps 1000·i).
 fn filled(dir: &std::path::Path, n: u64) -> Segment {
     let mut segment = Segment::create(dir, 0).expect("create");
+    // Direct writes where the file system has them (the broker's option); the
+    // partition log's tests cover writes through the page cache.
+    segment.set_direct_io(true);
     for i in 0..n {
         segment
             .append(&batch(i, 3 * i, 3, 1000 * i as i64), &payload(i))
@@ -122,7 +125,8 @@ fn truncation_drops_the_suffix_and_survives_reopen() {
 #[test]
 fn a_file_cut_at_any_byte_of_its_last_batch_recovers_to_the_previous_batch() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let segment = filled(dir.path(), 5);
+    let mut segment = filled(dir.path(), 5);
+    segment.trim().expect("trim");
     let path = segment.path().to_path_buf();
     let full = std::fs::read(&path).expect("read");
     let last_len = frame_len(payload(4).len());
@@ -147,7 +151,8 @@ fn a_file_cut_at_any_byte_of_its_last_batch_recovers_to_the_previous_batch() {
 #[test]
 fn a_flipped_bit_anywhere_is_detected_and_never_served() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let segment = filled(dir.path(), 4);
+    let mut segment = filled(dir.path(), 4);
+    segment.trim().expect("trim");
     let path = segment.path().to_path_buf();
     let full = std::fs::read(&path).expect("read");
     drop(segment);
@@ -168,4 +173,68 @@ fn a_flipped_bit_anywhere_is_detected_and_never_served() {
         let readable = segment.read_indexes(0, 100, usize::MAX).expect("read");
         assert_eq!(readable.len() as u64, damaged);
     }
+}
+
+#[test]
+fn a_direct_write_padding_is_a_clean_end_but_a_torn_frame_in_it_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let segment = filled(dir.path(), 5);
+    let path = segment.path().to_path_buf();
+    let size = segment.size() as usize;
+    drop(segment);
+    let mut padded = std::fs::read(&path).expect("read");
+    padded.truncate(size);
+    padded.resize(size.div_ceil(4096) * 4096, 0);
+    std::fs::write(&path, &padded).expect("write");
+    let (segment, recovery) = Segment::open(&path, 0).expect("open");
+    assert_eq!(recovery, None, "zeros up to a block boundary are padding");
+    assert_eq!(segment.size() as usize, size);
+    assert_eq!(segment.last().map(|h| h.index), Some(4));
+    drop(segment);
+    // The last frame torn: its first bytes landed, zeros follow to the block's end.
+    let last_start = size - frame_len(payload(4).len());
+    let mut torn = padded.clone();
+    torn[last_start + 7..].fill(0);
+    std::fs::write(&path, &torn).expect("write");
+    let (segment, recovery) = Segment::open(&path, 0).expect("open");
+    let recovery = recovery.expect("a torn frame is reported");
+    assert_eq!(recovery.valid_bytes, last_start as u64);
+    assert_eq!(segment.last().map(|h| h.index), Some(3));
+    // More than a block of zeros is damage, not padding.
+    let mut long = padded[..size].to_vec();
+    long.resize(size.div_ceil(4096) * 4096 + 4096, 0);
+    std::fs::write(&path, &long).expect("write");
+    let (_, recovery) = Segment::open(&path, 0).expect("open");
+    assert!(recovery.is_some());
+}
+
+#[test]
+fn sealing_trims_the_padding_and_appends_go_on_after_a_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut segment = filled(dir.path(), 50);
+    let path = segment.path().to_path_buf();
+    segment.write_index().expect("seal");
+    assert_eq!(
+        std::fs::metadata(&path).expect("stat").len(),
+        segment.size()
+    );
+    drop(segment);
+    let (mut segment, recovery) = Segment::open(&path, 0).expect("open");
+    assert_eq!(recovery, None);
+    segment.remove_index().expect("unseal");
+    for i in 50..60 {
+        segment
+            .append(&batch(i, 3 * i, 3, 1000 * i as i64), &payload(i))
+            .expect("append");
+    }
+    segment.sync().expect("sync");
+    let before = segment.read_indexes(0, 100, usize::MAX).expect("read");
+    assert_eq!(before.len(), 60);
+    drop(segment);
+    let (segment, recovery) = Segment::open(&path, 0).expect("open");
+    assert_eq!(recovery, None);
+    assert_eq!(
+        segment.read_indexes(0, 100, usize::MAX).expect("read"),
+        before
+    );
 }
