@@ -298,8 +298,10 @@ impl RaftLogStorage<C> for PartitionLogStore {
             ));
         }
         let now = now_ms();
+        let flush_async = self.flush_async.load(Ordering::Relaxed);
         let handle = {
             let mut log = self.write();
+            log.set_write_through(flush_async)?;
             for entry in entries {
                 let (fields, payload) = to_batch(&entry)?;
                 let (leader_id, index) = entry.log_id_parts();
@@ -328,7 +330,7 @@ impl RaftLogStorage<C> for PartitionLogStore {
             log.sync_handle()
         };
         match handle {
-            Some(file) if self.flush_async.load(Ordering::Relaxed) => {
+            Some(file) if flush_async => {
                 let failed = self.sync_failed.clone();
                 self.syncer.after_sync(file, move |res| {
                     if res.is_err() {

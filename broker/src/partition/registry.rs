@@ -385,7 +385,7 @@ impl PartitionRegistry {
         }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
         log.set_corruption_hook(self.corruption_hook(group, generation));
-        log.set_direct_io(self.storage.direct_io);
+        log.set_direct_io(self.storage.direct_io)?;
         let log = Arc::new(RwLock::new(log));
         let installed = InstalledOffset::default();
         let flush_async = Arc::new(AtomicBool::new(flush == Flush::Async));

@@ -1,96 +1,215 @@
-//! Appends that bypass the page cache (`O_DIRECT`).
+//! Appends that bypass the page cache (`O_DIRECT`), written behind.
 //!
 //! A buffered `pwrite` copies every byte into the page cache before the fdatasync writes
 //! it out; on a virtual machine, filling fresh page-cache pages is the broker's largest
-//! CPU cost (each replica writes every record). A direct write hands the disk our own
-//! buffer instead.
+//! CPU cost (each replica writes every record). A [`DirectLog`] keeps a segment's
+//! appends in memory instead and writes them when the segment is synced, straight from
+//! an aligned buffer to the disk, with `O_DSYNC` (the write and its fdatasync in one
+//! device round trip). Appending stays a memory copy, so openraft's core
+//! never waits for the device; reads of bytes not written yet are served from memory,
+//! and so are reads of the newest written ones (up to 1 MiB per segment and 128 MiB
+//! per broker), which consumers following the end of the log ask for.
 //!
-//! Direct I/O needs block-aligned offsets, lengths and memory. The writer keeps the
-//! segment's last partial block in memory and rewrites it, followed by the new bytes,
-//! as whole blocks from the block where the segment ends; the last block is padded with
-//! zeros. The file can therefore end in up to a block of zeros past the last frame:
+//! Direct I/O needs block-aligned offsets, lengths and memory. The segment's last
+//! partial block is kept in memory and written again, followed by the new bytes, as
+//! whole blocks from the block where the written part ends; the last block is padded
+//! with zeros. The file can therefore end in up to a block of zeros past the last frame:
 //! [`is_padding`] tells such an end from damage when the segment is opened, and a
-//! segment is trimmed to its frames when it is sealed. Reads go through the page cache
-//! as before; the kernel keeps them coherent with direct writes.
+//! segment is trimmed to its frames when it is sealed. Reads of written bytes go through
+//! the page cache as before; the kernel keeps them coherent with direct writes.
+//!
+//! Nothing here is durable before [`DirectLog::sync`]; unlike a buffered write, an
+//! append not yet synced does not survive the process either (so `flush=async` topics
+//! write through the page cache).
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 /// Alignment of offsets, lengths and buffers: a page, which is at least the logical
 /// block size of every device we expect.
 pub const BLOCK: usize = 4096;
 
-/// Writes a segment file's appends with `O_DIRECT`.
+/// A flush buffer larger than this is given back after use.
+const SCRATCH_KEEP_BYTES: usize = 8 << 20;
+/// Written bytes a segment keeps in memory, the newest, so that consumers following
+/// the end of the log read them from memory rather than from the disk.
+const RETAIN_BYTES: usize = 1 << 20;
+/// Written bytes all direct logs of this broker keep at most.
+const RETAIN_BROKER_BYTES: usize = 128 << 20;
+
+static RETAINED: AtomicUsize = AtomicUsize::new(0);
+
+/// The appends of one segment file not written yet, and the handle that writes them.
 #[derive(Debug)]
-pub struct DirectWriter {
+pub struct DirectLog {
     file: File,
-    /// Scratch memory for one write; the aligned window is found inside it.
-    scratch: Vec<u8>,
-    /// The bytes of the segment's last, partial block (from the block's start to the
-    /// segment's end), or `None` when they must be read from the file first.
-    tail: Option<Vec<u8>>,
+    pending: Mutex<Pending>,
+    /// Held for a whole flush: writes of the same blocks must not overtake each other.
+    flushing: Mutex<()>,
 }
 
-impl DirectWriter {
-    /// Opens `path` for direct writes; `None` when the file system refuses `O_DIRECT`
-    /// (tmpfs on older kernels, for one): the segment then writes through the page cache.
-    pub fn open(path: &Path) -> io::Result<Option<DirectWriter>> {
-        match OpenOptions::new()
+#[derive(Debug)]
+struct Pending {
+    /// File position of `bytes[0]`, block-aligned.
+    start: u64,
+    /// The segment from `start` to its end: first `on_disk` bytes already written (the
+    /// newest written bytes, kept for reads; the partial block they end in is written
+    /// again with what follows), then appends.
+    bytes: Vec<u8>,
+    on_disk: usize,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        RETAINED.fetch_sub(self.on_disk, Ordering::Relaxed);
+    }
+}
+
+impl DirectLog {
+    /// Opens the segment file at `path`, whose frames end at byte `end`, for direct
+    /// writes; `buffered` is its ordinary handle (to read the partial last block).
+    /// `None` when the file system refuses `O_DIRECT` (tmpfs on older kernels, for
+    /// one): the segment then writes through the page cache.
+    pub fn open(path: &Path, buffered: &File, end: u64) -> io::Result<Option<DirectLog>> {
+        let file = match OpenOptions::new()
             .write(true)
-            .custom_flags(libc::O_DIRECT)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
             .open(path)
         {
-            Ok(file) => Ok(Some(DirectWriter {
-                file,
-                scratch: Vec::new(),
-                tail: None,
-            })),
-            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(None),
-            Err(err) => Err(err),
-        }
-    }
-
-    /// The segment's end moved other than by [`DirectWriter::append`] (a truncation): the
-    /// partial block is read again before the next write.
-    pub fn forget_tail(&mut self) {
-        self.tail = None;
-    }
-
-    /// Writes `parts`, one after another, at byte `end` of the segment (its current
-    /// end). `buffered` is the segment's ordinary handle, to read the partial last block
-    /// when it is not known. Not durable until the file is synced.
-    pub fn append(&mut self, buffered: &File, end: u64, parts: &[&[u8]]) -> io::Result<()> {
-        let block_start = end - end % BLOCK as u64;
-        let tail = match self.tail.take() {
-            Some(tail) if tail.len() as u64 == end - block_start => tail,
-            _ => {
-                let mut tail = vec![0u8; (end - block_start) as usize];
-                buffered.read_exact_at(&mut tail, block_start)?;
-                tail
-            }
+            Ok(file) => file,
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+            Err(err) => return Err(err),
         };
-        let len = tail.len() + parts.iter().map(|p| p.len()).sum::<usize>();
-        let padded = len.div_ceil(BLOCK) * BLOCK;
-        let window = aligned_window(&mut self.scratch, padded);
-        let mut at = 0;
-        for part in std::iter::once(tail.as_slice()).chain(parts.iter().copied()) {
-            window[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
+        let start = end - end % BLOCK as u64;
+        let mut bytes = vec![0u8; (end - start) as usize];
+        buffered.read_exact_at(&mut bytes, start)?;
+        // What was written through the page cache before is made durable here: syncs
+        // of this log only cover its own writes.
+        buffered.sync_data()?;
+        let on_disk = bytes.len();
+        RETAINED.fetch_add(on_disk, Ordering::Relaxed);
+        Ok(Some(DirectLog {
+            file,
+            pending: Mutex::new(Pending {
+                start,
+                bytes,
+                on_disk,
+            }),
+            flushing: Mutex::new(()),
+        }))
+    }
+
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `parts`, one after another, in memory.
+    pub fn append(&self, parts: &[&[u8]]) {
+        let mut pending = self.pending();
+        for part in parts {
+            pending.bytes.extend_from_slice(part);
         }
-        window[len..].fill(0);
-        self.file.write_all_at(window, block_start)?;
-        let last_block = len - len % BLOCK;
-        let mut tail = tail;
-        tail.clear();
-        tail.extend_from_slice(&window[last_block..len]);
-        self.tail = Some(tail);
+    }
+
+    /// Fills `out` with the segment's bytes from position `at`: from memory where they
+    /// are not written yet, else from the file through `buffered`.
+    pub fn read_exact_at(&self, buffered: &File, out: &mut [u8], at: u64) -> io::Result<()> {
+        let end = at + out.len() as u64;
+        let start = {
+            let pending = self.pending();
+            let start = pending.start;
+            if end > start {
+                let from = at.max(start);
+                let held = &pending.bytes;
+                let (lo, hi) = ((from - start) as usize, (end - start) as usize);
+                if hi > held.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "read past the end of the segment",
+                    ));
+                }
+                out[(from - at) as usize..].copy_from_slice(&held[lo..hi]);
+            }
+            start
+        };
+        // Bytes before `start` are on the disk for good: only later blocks are rewritten.
+        if at < start {
+            let before = (start.min(end) - at) as usize;
+            buffered.read_exact_at(&mut out[..before], at)?;
+        }
         Ok(())
+    }
+
+    /// Writes whatever was appended since the last flush; durable on return (`O_DSYNC`:
+    /// one device round trip per write, no separate fdatasync).
+    pub fn flush(&self) -> io::Result<()> {
+        let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
+        SCRATCH.with_borrow_mut(|scratch| {
+            // Written from the block the written part ends in, to the end.
+            let (from, len) = {
+                let pending = self.pending();
+                if pending.bytes.len() == pending.on_disk {
+                    return Ok(());
+                }
+                let from = pending.on_disk - pending.on_disk % BLOCK;
+                let len = pending.bytes.len();
+                let window = aligned_window(scratch, (len - from).div_ceil(BLOCK) * BLOCK);
+                window[..len - from].copy_from_slice(&pending.bytes[from..]);
+                window[len - from..].fill(0);
+                (from, len)
+            };
+            let start = self.pending().start;
+            let window = aligned_window(scratch, (len - from).div_ceil(BLOCK) * BLOCK);
+            let written = self.file.write_all_at(window, start + from as u64);
+            if scratch.len() > SCRATCH_KEEP_BYTES {
+                *scratch = Vec::new();
+            }
+            written?;
+            let mut pending = self.pending();
+            // Keep the newest written bytes for reads, within this broker's budget; drop
+            // whole blocks before them (the partial last block is written again anyway).
+            let others = RETAINED
+                .load(Ordering::Relaxed)
+                .saturating_sub(pending.on_disk);
+            let keep = RETAIN_BYTES.min(RETAIN_BROKER_BYTES.saturating_sub(others));
+            let done = len - len % BLOCK;
+            let drop = done.saturating_sub(keep - keep % BLOCK);
+            pending.bytes.drain(..drop);
+            pending.start += drop as u64;
+            let on_disk = len - drop;
+            if on_disk >= pending.on_disk {
+                RETAINED.fetch_add(on_disk - pending.on_disk, Ordering::Relaxed);
+            } else {
+                RETAINED.fetch_sub(pending.on_disk - on_disk, Ordering::Relaxed);
+            }
+            pending.on_disk = on_disk;
+            if pending.bytes.capacity() > SCRATCH_KEEP_BYTES
+                && pending.bytes.len() < SCRATCH_KEEP_BYTES / 4
+            {
+                pending.bytes.shrink_to(SCRATCH_KEEP_BYTES / 4);
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes what was appended and makes it durable: [`DirectLog::flush`].
+    pub fn sync(&self) -> io::Result<()> {
+        self.flush()
     }
 }
 
-/// A `len`-byte, [`BLOCK`]-aligned window inside `scratch`, grown as needed.
+thread_local! {
+    /// Each thread's buffer for direct writes (the sync thread does most of them).
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A `len`-byte, [`BLOCK`]-aligned window inside `scratch`, grown as needed. The same
+/// `scratch` and `len` give the same window.
 fn aligned_window(scratch: &mut Vec<u8>, len: usize) -> &mut [u8] {
     if scratch.len() < len + BLOCK {
         scratch.resize(len + BLOCK, 0);
@@ -116,71 +235,80 @@ mod tests {
     use super::*;
 
     fn file_bytes(path: &Path) -> Vec<u8> {
-        std::fs::read(path).unwrap()
+        std::fs::read(path).expect("read")
+    }
+
+    fn read(log: &DirectLog, buffered: &File, at: usize, len: usize) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        log.read_exact_at(buffered, &mut out, at as u64)
+            .expect("read");
+        out
     }
 
     #[test]
-    fn appends_land_byte_for_byte_with_zero_padding_after_them() {
-        let dir = tempfile::tempdir().unwrap();
+    fn appends_are_readable_at_once_and_land_byte_for_byte_when_flushed() {
+        let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("seg");
+        std::fs::write(&path, vec![5u8; 5000]).expect("write");
         let buffered = OpenOptions::new()
             .read(true)
             .write(true)
-            .create_new(true)
             .open(&path)
-            .unwrap();
-        let Some(mut writer) = DirectWriter::open(&path).unwrap() else {
+            .expect("open");
+        let Some(log) = DirectLog::open(&path, &buffered, 5000).expect("open") else {
             // The test directory's file system has no O_DIRECT: nothing to check.
             return;
         };
-        let mut expected = Vec::new();
+        let mut expected = vec![5u8; 5000];
         for (i, size) in [10usize, 4086, 1, 9000, 4096, 3, 0, 12_345]
             .iter()
             .enumerate()
         {
             let part: Vec<u8> = (0..*size).map(|j| (i * 31 + j) as u8 | 1).collect();
-            writer
-                .append(
-                    &buffered,
-                    expected.len() as u64,
-                    &[&part[..size / 2], &part[size / 2..]],
-                )
-                .unwrap();
+            log.append(&[&part[..size / 2], &part[size / 2..]]);
             expected.extend_from_slice(&part);
-            let on_disk = file_bytes(&path);
-            assert_eq!(
-                &on_disk[..expected.len()],
-                &expected[..],
-                "after append {i}"
-            );
-            assert_eq!(on_disk.len() % BLOCK, 0);
-            assert!(on_disk[expected.len()..].iter().all(|b| *b == 0));
-            assert_eq!(
-                is_padding(&buffered, expected.len() as u64, on_disk.len() as u64).unwrap(),
-                on_disk.len() > expected.len()
-            );
+            // Readable before the write, across the written/unwritten boundary too.
+            assert_eq!(read(&log, &buffered, 0, expected.len()), expected);
+            assert_eq!(read(&log, &buffered, 4000, 200), expected[4000..4200]);
+            if i % 2 == 1 {
+                log.flush().expect("flush");
+                let on_disk = file_bytes(&path);
+                assert_eq!(
+                    &on_disk[..expected.len()],
+                    &expected[..],
+                    "after append {i}"
+                );
+                assert_eq!(on_disk.len() % BLOCK, 0);
+                assert!(on_disk[expected.len()..].iter().all(|b| *b == 0));
+                assert_eq!(
+                    is_padding(&buffered, expected.len() as u64, on_disk.len() as u64)
+                        .expect("padding"),
+                    on_disk.len() > expected.len()
+                );
+            }
         }
-        // A truncation elsewhere: the writer reads the partial block back.
-        expected.truncate(5000);
-        buffered.set_len(5000).unwrap();
-        writer.forget_tail();
-        writer.append(&buffered, 5000, &[b"after the cut"]).unwrap();
-        expected.extend_from_slice(b"after the cut");
+        log.sync().expect("sync");
         assert_eq!(&file_bytes(&path)[..expected.len()], &expected[..]);
+        assert_eq!(read(&log, &buffered, 3, expected.len() - 3), expected[3..]);
+        let mut past = vec![0u8; 2];
+        assert!(
+            log.read_exact_at(&buffered, &mut past, expected.len() as u64 - 1)
+                .is_err()
+        );
     }
 
     #[test]
     fn padding_is_only_zeros_short_of_a_block_boundary() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("seg");
-        std::fs::write(&path, [vec![7u8; 100], vec![0u8; BLOCK - 100]].concat()).unwrap();
-        let file = File::open(&path).unwrap();
-        assert!(is_padding(&file, 100, BLOCK as u64).unwrap());
-        assert!(!is_padding(&file, 99, BLOCK as u64).unwrap());
-        assert!(!is_padding(&file, 100, 200).unwrap());
-        assert!(!is_padding(&file, BLOCK as u64, BLOCK as u64).unwrap());
-        std::fs::write(&path, vec![0u8; 2 * BLOCK]).unwrap();
-        let file = File::open(&path).unwrap();
-        assert!(!is_padding(&file, 0, 2 * BLOCK as u64).unwrap());
+        std::fs::write(&path, [vec![7u8; 100], vec![0u8; BLOCK - 100]].concat()).expect("write");
+        let file = File::open(&path).expect("open");
+        assert!(is_padding(&file, 100, BLOCK as u64).expect("padding"));
+        assert!(!is_padding(&file, 99, BLOCK as u64).expect("padding"));
+        assert!(!is_padding(&file, 100, 200).expect("padding"));
+        assert!(!is_padding(&file, BLOCK as u64, BLOCK as u64).expect("padding"));
+        std::fs::write(&path, vec![0u8; 2 * BLOCK]).expect("write");
+        let file = File::open(&path).expect("open");
+        assert!(!is_padding(&file, 0, 2 * BLOCK as u64).expect("padding"));
     }
 }

@@ -93,8 +93,11 @@ pub struct PartitionLog {
     /// Entries at or below this Raft index are purged: never read, even while the
     /// segment holding them still exists.
     purged_through: Option<u64>,
-    /// Whether the active segment's appends bypass the page cache.
+    /// Whether appends bypass the page cache (when not writing through).
     direct_io: bool,
+    /// Appends must reach the file at once (`flush=async`: acknowledged before the
+    /// fsync, they must survive the process): no direct log holding them.
+    write_through: bool,
 }
 
 fn parse_base_offset(path: &Path) -> Option<u64> {
@@ -251,6 +254,7 @@ impl PartitionLog {
                 next_offset,
                 purged_through: None,
                 direct_io: false,
+                write_through: false,
             },
             repaired,
         ))
@@ -258,9 +262,28 @@ impl PartitionLog {
 
     /// Whether appends to the active segment, and every later one, bypass the page cache
     /// (`O_DIRECT`, see [`super::direct`]).
-    pub fn set_direct_io(&mut self, on: bool) {
+    pub fn set_direct_io(&mut self, on: bool) -> io::Result<()> {
         self.direct_io = on;
-        self.active().set_direct_io(on);
+        self.apply_write_mode()
+    }
+
+    /// Whether appends must reach the file when made (no direct log holding them); see
+    /// [`super::direct`].
+    pub fn set_write_through(&mut self, on: bool) -> io::Result<()> {
+        if self.write_through == on {
+            return Ok(());
+        }
+        self.write_through = on;
+        self.apply_write_mode()
+    }
+
+    fn direct_appends(&self) -> bool {
+        self.direct_io && !self.write_through
+    }
+
+    fn apply_write_mode(&mut self) -> io::Result<()> {
+        let direct = self.direct_appends();
+        self.active().set_direct_io(direct)
     }
 
     /// Cuts the active segment's padding off (see [`super::direct`]): its file then holds
@@ -367,14 +390,14 @@ impl PartitionLog {
         self.active().sync()?;
         self.active().write_index()?;
         let mut segment = Segment::create(&self.dir, self.next_offset)?;
-        segment.set_direct_io(self.direct_io);
+        segment.set_direct_io(self.direct_appends())?;
         self.segments.push(segment);
         sync_dir(&self.dir)
     }
 
     /// The active segment's file: syncing it makes every appended entry durable (sealed
     /// segments were synced when they rolled).
-    pub fn sync_handle(&self) -> Option<std::sync::Arc<std::fs::File>> {
+    pub fn sync_handle(&self) -> Option<super::syncer::SyncTarget> {
         self.segments.last().map(Segment::sync_handle)
     }
 
@@ -482,8 +505,7 @@ impl PartitionLog {
         }
         // The segment the cut lands in may have been sealed: it is the active one now.
         self.active().remove_index()?;
-        let direct_io = self.direct_io;
-        self.active().set_direct_io(direct_io);
+        self.apply_write_mode()?;
         self.active().truncate_from(first_removed)?;
         sync_dir(&self.dir)?;
         self.next_offset = self.last().map_or_else(
@@ -501,7 +523,7 @@ impl PartitionLog {
             remove_segment(segment)?;
         }
         let mut segment = Segment::create(&self.dir, next_offset)?;
-        segment.set_direct_io(self.direct_io);
+        segment.set_direct_io(self.direct_appends())?;
         self.segments.push(segment);
         self.next_offset = next_offset;
         self.purged_through = Some(purged_through);

@@ -340,7 +340,7 @@ fn a_direct_io_log_rolls_truncates_and_reopens_to_the_same_entries_as_a_buffered
     let mut logs = Vec::new();
     for (dir, direct) in [(direct_dir.path(), true), (buffered_dir.path(), false)] {
         let (mut log, _) = PartitionLog::open(dir, SMALL, Verify::ActiveSegment).expect("open");
-        log.set_direct_io(direct);
+        log.set_direct_io(direct).expect("direct io");
         for i in 0..100 {
             append(&mut log, i, 1000 * i as i64);
         }

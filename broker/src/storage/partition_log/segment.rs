@@ -12,11 +12,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::direct::{DirectWriter, is_padding};
+use super::direct::{DirectLog, is_padding};
 use super::format::{
     BatchHeader, FrameError, MAX_FRAME_BYTES, PREFIX_LEN, decode_batch, frame_head, frame_len,
 };
 use super::index_file::{self, IndexPoint, SegmentSummary};
+use super::syncer::SyncTarget;
 
 /// Bytes between two sparse index entries.
 pub const INDEX_INTERVAL_BYTES: u64 = 4096;
@@ -63,8 +64,8 @@ enum Writer {
     Buffered,
     /// Direct writes asked for, the file not opened for them yet.
     DirectUnopened,
-    /// Direct writes from our own buffer (see [`super::direct`]).
-    Direct(DirectWriter),
+    /// Appends held by a direct log until the next sync (see [`super::direct`]).
+    Direct(Arc<DirectLog>),
 }
 
 impl Segment {
@@ -130,33 +131,50 @@ impl Segment {
 
     /// Truncates the file to the valid batches found when it was opened (synced).
     pub fn cut(&mut self) -> io::Result<()> {
+        self.settle()?;
         self.file.set_len(self.size)?;
-        self.forget_tail();
         self.file.sync_data()
     }
 
     /// Whether appends bypass the page cache from now on (see [`super::direct`]); where
     /// the file system has no `O_DIRECT`, they go through it anyway.
-    pub fn set_direct_io(&mut self, on: bool) {
+    pub fn set_direct_io(&mut self, on: bool) -> io::Result<()> {
         match (&self.writer, on) {
             (Writer::Buffered, true) => self.writer = Writer::DirectUnopened,
-            (Writer::DirectUnopened | Writer::Direct(_), false) => self.writer = Writer::Buffered,
+            (Writer::DirectUnopened | Writer::Direct(_), false) => {
+                self.settle()?;
+                self.writer = Writer::Buffered;
+            }
             _ => {}
         }
+        Ok(())
     }
 
     /// Cuts a direct write's zero padding off the end of the file (synced).
     pub fn trim(&mut self) -> io::Result<()> {
+        self.settle()?;
         if self.file.metadata()?.len() != self.size {
             self.cut()?;
         }
         Ok(())
     }
 
-    /// The file's length changed under the writer: it must read the last block again.
-    fn forget_tail(&mut self) {
-        if let Writer::Direct(writer) = &mut self.writer {
-            writer.forget_tail();
+    /// Writes a direct log's pending appends to the file (not synced) and lets it go:
+    /// the file is about to change under it. The next append opens a new one.
+    fn settle(&mut self) -> io::Result<()> {
+        if let Writer::Direct(log) = &self.writer {
+            log.flush()?;
+            self.writer = Writer::DirectUnopened;
+        }
+        Ok(())
+    }
+
+    /// Fills `out` with the segment's bytes from `position` (some perhaps not written
+    /// to the file yet).
+    fn read_exact_at(&self, out: &mut [u8], position: u64) -> io::Result<()> {
+        match &self.writer {
+            Writer::Direct(log) => log.read_exact_at(&self.file, out, position),
+            _ => self.file.read_exact_at(out, position),
         }
     }
 
@@ -166,7 +184,7 @@ impl Segment {
         let from_index = index_file::read_any(&self.path).and_then(|s| s.last.map(|h| h.index));
         let mut prefix = [0u8; PREFIX_LEN];
         let mut beyond = None;
-        if self.file.read_exact_at(&mut prefix, self.size).is_ok() {
+        if self.read_exact_at(&mut prefix, self.size).is_ok() {
             let length = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as u64;
             let mut position = self.size + 5 + length;
             while length as usize <= MAX_FRAME_BYTES && position < len {
@@ -257,7 +275,7 @@ impl Segment {
     pub fn write_index(&mut self) -> io::Result<()> {
         self.trim()?;
         // Sealed: no more appends, unless a truncation makes it active again.
-        self.writer = Writer::Buffered;
+        self.set_direct_io(false)?;
         index_file::write(
             &self.path,
             &SegmentSummary {
@@ -343,8 +361,8 @@ impl Segment {
         }
         let head = frame_head(header, payload);
         if matches!(self.writer, Writer::DirectUnopened) {
-            self.writer = match DirectWriter::open(&self.path)? {
-                Some(writer) => Writer::Direct(writer),
+            self.writer = match DirectLog::open(&self.path, &self.file, self.size)? {
+                Some(log) => Writer::Direct(Arc::new(log)),
                 None => {
                     tracing::debug!(path = %self.path.display(), "no O_DIRECT here: writing through the page cache");
                     Writer::Buffered
@@ -352,7 +370,7 @@ impl Segment {
             };
         }
         match &mut self.writer {
-            Writer::Direct(writer) => writer.append(&self.file, self.size, &[&head, payload])?,
+            Writer::Direct(log) => log.append(&[&head, payload]),
             _ => {
                 // Two writes, the payload from where it is (no frame buffer): a crash
                 // between them leaves a torn frame, cut at recovery like any torn write.
@@ -368,13 +386,16 @@ impl Segment {
     }
 
     /// A handle on the file for syncing it without holding the segment.
-    pub fn sync_handle(&self) -> Arc<File> {
-        self.file.clone()
+    pub fn sync_handle(&self) -> SyncTarget {
+        match &self.writer {
+            Writer::Direct(log) => SyncTarget::Direct(log.clone()),
+            _ => SyncTarget::File(self.file.clone()),
+        }
     }
 
     /// Makes every appended byte durable (fdatasync).
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.sync_handle().sync()
     }
 
     /// Reads the batch at `position`.
@@ -386,7 +407,7 @@ impl Segment {
     /// that runs past it is corruption (its length field is damaged).
     fn read_within(&self, position: u64, end: u64) -> io::Result<(StoredBatch, u64)> {
         let mut prefix = [0u8; PREFIX_LEN];
-        self.file.read_exact_at(&mut prefix, position)?;
+        self.read_exact_at(&mut prefix, position)?;
         let length = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
         if length > MAX_FRAME_BYTES {
             return Err(corrupt(&self.path, position, "length out of bounds"));
@@ -399,7 +420,7 @@ impl Segment {
             ));
         }
         let mut frame = vec![0u8; 5 + length];
-        self.file.read_exact_at(&mut frame, position)?;
+        self.read_exact_at(&mut frame, position)?;
         let frame = Bytes::from(frame);
         let (header, payload, total) =
             decode_batch(&frame).map_err(|e| corrupt(&self.path, position, &e.to_string()))?;
@@ -523,8 +544,8 @@ impl Segment {
             position = next;
         }
         let Some(cut) = cut else { return Ok(()) };
+        self.settle()?;
         self.file.set_len(cut)?;
-        self.forget_tail();
         self.file.sync_data()?;
         self.size = cut;
         self.index.retain(|p| p.position < cut);

@@ -33,7 +33,7 @@ fn filled(dir: &std::path::Path, n: u64) -> Segment {
     let mut segment = Segment::create(dir, 0).expect("create");
     // Direct writes where the file system has them (the broker's option); the
     // partition log's tests cover writes through the page cache.
-    segment.set_direct_io(true);
+    segment.set_direct_io(true).expect("direct io");
     for i in 0..n {
         segment
             .append(&batch(i, 3 * i, 3, 1000 * i as i64), &payload(i))
@@ -230,6 +230,43 @@ fn sealing_trims_the_padding_and_appends_go_on_after_a_reopen() {
     segment.sync().expect("sync");
     let before = segment.read_indexes(0, 100, usize::MAX).expect("read");
     assert_eq!(before.len(), 60);
+    drop(segment);
+    let (segment, recovery) = Segment::open(&path, 0).expect("open");
+    assert_eq!(recovery, None);
+    assert_eq!(
+        segment.read_indexes(0, 100, usize::MAX).expect("read"),
+        before
+    );
+}
+
+#[test]
+fn direct_appends_read_back_before_the_sync_and_truncate_while_unwritten() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut segment = Segment::create(dir.path(), 0).expect("create");
+    segment.set_direct_io(true).expect("direct io");
+    for i in 0..30 {
+        segment
+            .append(&batch(i, 3 * i, 3, 1000 * i as i64), &payload(i))
+            .expect("append");
+        // Read back at once: served from memory until the sync writes it.
+        let got = segment.read_indexes(i, i + 1, usize::MAX).expect("read");
+        assert_eq!(got[0].payload, payload(i));
+        if i == 12 {
+            segment.sync().expect("sync");
+        }
+    }
+    // Cut while entries 13..30 are unwritten: they reach the file first, then go.
+    segment.truncate_after(20).expect("truncate");
+    for i in 21..25 {
+        segment
+            .append(&batch(i, 3 * i, 3, 7), b"after the cut")
+            .expect("append");
+    }
+    let before = segment.read_indexes(0, 100, usize::MAX).expect("read");
+    assert_eq!(before.len(), 25);
+    assert_eq!(before[24].payload, &b"after the cut"[..]);
+    segment.sync().expect("sync");
+    let path = segment.path().to_path_buf();
     drop(segment);
     let (segment, recovery) = Segment::open(&path, 0).expect("open");
     assert_eq!(recovery, None);
