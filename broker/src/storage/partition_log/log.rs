@@ -283,6 +283,9 @@ impl PartitionLog {
 
     fn apply_write_mode(&mut self) -> io::Result<()> {
         let direct = self.direct_appends();
+        for segment in &mut self.segments {
+            segment.set_direct_reads(direct);
+        }
         self.active().set_direct_io(direct)
     }
 
@@ -391,6 +394,7 @@ impl PartitionLog {
         self.active().write_index()?;
         let mut segment = Segment::create(&self.dir, self.next_offset)?;
         segment.set_direct_io(self.direct_appends())?;
+        segment.set_direct_reads(self.direct_appends());
         self.segments.push(segment);
         sync_dir(&self.dir)
     }
@@ -524,6 +528,7 @@ impl PartitionLog {
         }
         let mut segment = Segment::create(&self.dir, next_offset)?;
         segment.set_direct_io(self.direct_appends())?;
+        segment.set_direct_reads(self.direct_appends());
         self.segments.push(segment);
         self.next_offset = next_offset;
         self.purged_through = Some(purged_through);

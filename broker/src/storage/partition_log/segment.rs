@@ -55,6 +55,39 @@ pub struct Segment {
     max_timestamp: i64,
     /// How appends reach the file (opened at the first append).
     writer: Writer,
+    /// Large reads of written bytes bypass the page cache (`O_DIRECT`), as appends do.
+    direct_reads: bool,
+}
+
+/// A scan that may return up to [`READ_AHEAD_MAX`] bytes reads them at once; an
+/// unbounded one reads this much first, then twice as much each time, up to
+/// [`READ_AHEAD_MAX`].
+const READ_AHEAD_START: usize = 64 * 1024;
+const READ_AHEAD_MAX: usize = 8 * 1024 * 1024;
+/// Reads at least this long use `O_DIRECT` when the segment reads directly.
+const DIRECT_READ_MIN: usize = 64 * 1024;
+
+/// Bytes of a segment read ahead of the frames a scan parses.
+struct ReadAhead {
+    at: u64,
+    bytes: Bytes,
+    next_len: usize,
+}
+
+impl ReadAhead {
+    fn new() -> ReadAhead {
+        ReadAhead {
+            at: 0,
+            bytes: Bytes::new(),
+            next_len: READ_AHEAD_START,
+        }
+    }
+
+    /// The `len` bytes at `position`, if held.
+    fn get(&self, position: u64, len: usize) -> Option<Bytes> {
+        let from = position.checked_sub(self.at)? as usize;
+        (from + len <= self.bytes.len()).then(|| self.bytes.slice(from..from + len))
+    }
 }
 
 /// How a segment's appends reach its file.
@@ -97,6 +130,7 @@ impl Segment {
             last: None,
             max_timestamp: i64::MIN,
             writer: Writer::Buffered,
+            direct_reads: false,
         }
     }
 
@@ -148,6 +182,11 @@ impl Segment {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Whether large reads bypass the page cache (see [`Segment::set_direct_io`]).
+    pub fn set_direct_reads(&mut self, on: bool) {
+        self.direct_reads = on;
     }
 
     /// Cuts a direct write's zero padding off the end of the file (synced).
@@ -429,6 +468,71 @@ impl Segment {
         Ok((StoredBatch { header, payload }, position + total as u64))
     }
 
+    /// `len` bytes at `position`: with `O_DIRECT` when this segment reads directly and
+    /// the bytes are written for good, else through [`Segment::read_exact_at`].
+    fn read_bytes(&self, position: u64, len: usize) -> io::Result<Bytes> {
+        let written = match &self.writer {
+            Writer::Direct(log) => log.written_through(),
+            _ => u64::MAX,
+        };
+        if self.direct_reads
+            && len >= DIRECT_READ_MIN
+            && position + len as u64 <= written
+            && let Some(bytes) = super::direct::read(&self.path, position, len)?
+        {
+            return Ok(bytes);
+        }
+        let mut bytes = vec![0u8; len];
+        self.read_exact_at(&mut bytes, position)?;
+        Ok(Bytes::from(bytes))
+    }
+
+    /// The batch at `position`, from `ahead` or read into it: in one read with the
+    /// batches after it, up to `budget` bytes, so that a scan reads large chunks.
+    fn frame_from(
+        &self,
+        ahead: &mut ReadAhead,
+        position: u64,
+        budget: usize,
+    ) -> io::Result<(StoredBatch, u64)> {
+        let fill = |ahead: &mut ReadAhead, need: usize| -> io::Result<Bytes> {
+            if let Some(bytes) = ahead.get(position, need) {
+                return Ok(bytes);
+            }
+            let rest = (self.size - position) as usize;
+            if need > rest {
+                return Err(corrupt(
+                    &self.path,
+                    position,
+                    "frame runs past the segment's end",
+                ));
+            }
+            // A bounded scan (a fetch) reads what it may return at once; an unbounded
+            // one grows its reads.
+            let want = if budget <= READ_AHEAD_MAX {
+                budget
+            } else {
+                ahead.next_len
+            };
+            let len = need.max(want).min(rest);
+            ahead.bytes = self.read_bytes(position, len)?;
+            ahead.at = position;
+            ahead.next_len = (ahead.next_len * 2).min(READ_AHEAD_MAX);
+            Ok(ahead.bytes.slice(..need))
+        };
+        let prefix = fill(ahead, PREFIX_LEN)?;
+        let length = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
+        if length > MAX_FRAME_BYTES {
+            return Err(corrupt(&self.path, position, "length out of bounds"));
+        }
+        let frame = fill(ahead, 5 + length)?;
+        let (header, payload, total) =
+            decode_batch(&frame).map_err(|e| corrupt(&self.path, position, &e.to_string()))?;
+        // The payload ends the frame.
+        let payload = frame.slice(total - payload.len()..total);
+        Ok((StoredBatch { header, payload }, position + total as u64))
+    }
+
     /// Reads batches from `position` while `keep` accepts them, up to `max_bytes`
     /// of payload (at least one batch).
     fn scan_from(
@@ -439,8 +543,19 @@ impl Segment {
     ) -> io::Result<Vec<StoredBatch>> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
+        let mut ahead = ReadAhead::new();
         while position < self.size {
-            let (batch, next) = self.read_at(position)?;
+            // Frame headers cost a little more than the payloads counted.
+            let budget = max_bytes
+                .saturating_sub(bytes)
+                .saturating_add(READ_AHEAD_START);
+            // Through the page cache, frame by frame: the kernel reads ahead, and small
+            // reads need no large buffers.
+            let (batch, next) = if self.direct_reads {
+                self.frame_from(&mut ahead, position, budget)?
+            } else {
+                self.read_at(position)?
+            };
             position = next;
             match keep(&batch.header) {
                 Keep::Skip => continue,

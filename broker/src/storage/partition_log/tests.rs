@@ -34,6 +34,7 @@ fn filled(dir: &std::path::Path, n: u64) -> Segment {
     // Direct writes where the file system has them (the broker's option); the
     // partition log's tests cover writes through the page cache.
     segment.set_direct_io(true).expect("direct io");
+    segment.set_direct_reads(true);
     for i in 0..n {
         segment
             .append(&batch(i, 3 * i, 3, 1000 * i as i64), &payload(i))
@@ -273,5 +274,38 @@ fn direct_appends_read_back_before_the_sync_and_truncate_while_unwritten() {
     assert_eq!(
         segment.read_indexes(0, 100, usize::MAX).expect("read"),
         before
+    );
+}
+
+#[test]
+fn large_scans_read_the_same_batches_directly_or_through_the_page_cache() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut direct = Segment::create(dir.path(), 0).expect("create");
+    direct.set_direct_io(true).expect("direct io");
+    direct.set_direct_reads(true);
+    let other = tempfile::tempdir().expect("tempdir");
+    let mut buffered = Segment::create(other.path(), 0).expect("create");
+    let big = |i: u64| format!("{i:>6} ").repeat(500).into_bytes();
+    for i in 0..300 {
+        for segment in [&mut direct, &mut buffered] {
+            segment
+                .append(&batch(i, 3 * i, 3, 1000 * i as i64), &big(i))
+                .expect("append");
+        }
+        if i == 150 {
+            direct.sync().expect("sync");
+        }
+    }
+    // Half written (read directly, in growing chunks), half still in memory.
+    for (offset, max) in [(0, usize::MAX), (301, 200_000), (449, 1), (0, 5_000_000)] {
+        let a = direct.read_offsets(offset, max).expect("read");
+        let b = buffered.read_offsets(offset, max).expect("read");
+        assert_eq!(a, b, "offset {offset} max {max}");
+    }
+    assert_eq!(direct.read_offsets(0, usize::MAX).expect("read").len(), 300);
+    direct.sync().expect("sync");
+    assert_eq!(
+        direct.read_indexes(7, 299, usize::MAX).expect("read"),
+        buffered.read_indexes(7, 299, usize::MAX).expect("read")
     );
 }
