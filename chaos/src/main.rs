@@ -34,6 +34,9 @@ struct Args {
     /// Keep the history, data and broker logs even when every check holds.
     #[arg(long)]
     keep: bool,
+    /// One more flag for every broker (repeatable, e.g. `--broker-arg=--direct-io`).
+    #[arg(long = "broker-arg", allow_hyphen_values = true)]
+    broker_args: Vec<String>,
 }
 
 #[tokio::main]
@@ -63,6 +66,7 @@ async fn main() -> anyhow::Result<()> {
         producers: args.producers,
         consumers: args.consumers,
         keep: args.keep,
+        broker_args: args.broker_args,
         ..RunConfig::default()
     })
     .await?;

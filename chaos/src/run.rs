@@ -47,6 +47,8 @@ pub struct RunConfig {
     pub recovery_deadline: Duration,
     /// Keep the history, data and logs even when every check holds.
     pub keep: bool,
+    /// More flags for every broker.
+    pub broker_args: Vec<String>,
 }
 
 impl Default for RunConfig {
@@ -62,6 +64,7 @@ impl Default for RunConfig {
             strict_duplicates: true,
             recovery_deadline: Duration::from_secs(60),
             keep: false,
+            broker_args: Vec::new(),
         }
     }
 }
@@ -84,7 +87,11 @@ pub async fn run(mut config: RunConfig) -> anyhow::Result<Report> {
         addrs: Some(addrs.values().cloned().collect()),
         extra_args: addrs
             .keys()
-            .map(|id| (*id, net.routes_for(*id, &addrs)))
+            .map(|id| {
+                let mut args = net.routes_for(*id, &addrs);
+                args.extend(config.broker_args.iter().cloned());
+                (*id, args)
+            })
             .collect(),
         tmpfs_bytes: config
             .faults

@@ -26,7 +26,7 @@ const MAX_ENTRIES: usize = 128;
 /// Payload bytes one partition keeps at most (its newest entry is kept regardless).
 const MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Payload bytes all partitions of this broker keep at most.
-const MAX_BROKER_BYTES: usize = 256 * 1024 * 1024;
+const MAX_BROKER_BYTES: usize = 64 * 1024 * 1024;
 
 static BROKER_BYTES: AtomicUsize = AtomicUsize::new(0);
 

@@ -39,10 +39,12 @@ const SCRATCH_KEEP_BYTES: usize = 8 << 20;
 /// Written bytes a segment keeps in memory, the newest, so that consumers following
 /// the end of the log read them from memory rather than from the disk.
 const RETAIN_BYTES: usize = 1 << 20;
-/// Written bytes all direct logs of this broker keep at most.
-const RETAIN_BROKER_BYTES: usize = 128 << 20;
+/// Memory all direct logs of this broker may hold before they stop keeping written
+/// bytes (and give back what they do not use).
+const HELD_BROKER_BYTES: usize = 128 << 20;
 
-static RETAINED: AtomicUsize = AtomicUsize::new(0);
+/// Memory held by the direct logs of this broker (their buffers' capacity).
+static HELD: AtomicUsize = AtomicUsize::new(0);
 
 /// The appends of one segment file not written yet, and the handle that writes them.
 #[derive(Debug)]
@@ -55,18 +57,59 @@ pub struct DirectLog {
 
 #[derive(Debug)]
 struct Pending {
-    /// File position of `bytes[0]`, block-aligned.
+    /// File position of `bytes[head]`, block-aligned.
     start: u64,
-    /// The segment from `start` to its end: first `on_disk` bytes already written (the
-    /// newest written bytes, kept for reads; the partial block they end in is written
-    /// again with what follows), then appends.
+    /// `bytes[head..]` is the segment from `start` to its end: first `on_disk` bytes
+    /// already written (the newest written bytes, kept for reads; the partial block
+    /// they end in is written again with what follows), then appends. Bytes before
+    /// `head` are dropped; they are moved out only now and then.
     bytes: Vec<u8>,
+    head: usize,
     on_disk: usize,
+    /// `bytes`' capacity as counted in [`HELD`].
+    counted: usize,
+}
+
+impl Pending {
+    fn live(&self) -> &[u8] {
+        &self.bytes[self.head..]
+    }
+
+    /// Counts a change of `bytes`' capacity in [`HELD`].
+    fn count(&mut self) {
+        let now = self.bytes.capacity();
+        if now >= self.counted {
+            HELD.fetch_add(now - self.counted, Ordering::Relaxed);
+        } else {
+            HELD.fetch_sub(self.counted - now, Ordering::Relaxed);
+        }
+        self.counted = now;
+    }
+
+    /// Drops the first `n` live bytes (written whole blocks).
+    fn drop_front(&mut self, n: usize) {
+        self.head += n;
+        self.start += n as u64;
+        self.on_disk -= n;
+        let live = self.bytes.len() - self.head;
+        // Moving the live bytes down costs at most as much as the bytes dropped since
+        // the last move.
+        if self.head >= live.max(BLOCK) {
+            self.bytes.drain(..self.head);
+            self.head = 0;
+            if HELD.load(Ordering::Relaxed) > HELD_BROKER_BYTES {
+                self.bytes.shrink_to_fit();
+            } else if self.bytes.capacity() > 4 * live.max(256 * 1024) {
+                self.bytes.shrink_to(live.max(256 * 1024));
+            }
+        }
+        self.count();
+    }
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        RETAINED.fetch_sub(self.on_disk, Ordering::Relaxed);
+        HELD.fetch_sub(self.counted, Ordering::Relaxed);
     }
 }
 
@@ -92,13 +135,18 @@ impl DirectLog {
         // of this log only cover its own writes.
         buffered.sync_data()?;
         let on_disk = bytes.len();
-        RETAINED.fetch_add(on_disk, Ordering::Relaxed);
         Ok(Some(DirectLog {
             file,
-            pending: Mutex::new(Pending {
-                start,
-                bytes,
-                on_disk,
+            pending: Mutex::new({
+                let mut pending = Pending {
+                    start,
+                    bytes,
+                    head: 0,
+                    on_disk,
+                    counted: 0,
+                };
+                pending.count();
+                pending
             }),
             flushing: Mutex::new(()),
         }))
@@ -114,6 +162,9 @@ impl DirectLog {
         for part in parts {
             pending.bytes.extend_from_slice(part);
         }
+        if pending.bytes.capacity() != pending.counted {
+            pending.count();
+        }
     }
 
     /// Fills `out` with the segment's bytes from position `at`: from memory where they
@@ -125,7 +176,7 @@ impl DirectLog {
             let start = pending.start;
             if end > start {
                 let from = at.max(start);
-                let held = &pending.bytes;
+                let held = pending.live();
                 let (lo, hi) = ((from - start) as usize, (end - start) as usize);
                 if hi > held.len() {
                     return Err(io::Error::new(
@@ -159,13 +210,14 @@ impl DirectLog {
             // Written from the block the written part ends in, to the end.
             let (from, len) = {
                 let pending = self.pending();
-                if pending.bytes.len() == pending.on_disk {
+                let live = pending.live();
+                if live.len() == pending.on_disk {
                     return Ok(());
                 }
                 let from = pending.on_disk - pending.on_disk % BLOCK;
-                let len = pending.bytes.len();
+                let len = live.len();
                 let window = aligned_window(scratch, (len - from).div_ceil(BLOCK) * BLOCK);
-                window[..len - from].copy_from_slice(&pending.bytes[from..]);
+                window[..len - from].copy_from_slice(&live[from..]);
                 window[len - from..].fill(0);
                 (from, len)
             };
@@ -177,28 +229,17 @@ impl DirectLog {
             }
             written?;
             let mut pending = self.pending();
-            // Keep the newest written bytes for reads, within this broker's budget; drop
-            // whole blocks before them (the partial last block is written again anyway).
-            let others = RETAINED
-                .load(Ordering::Relaxed)
-                .saturating_sub(pending.on_disk);
-            let keep = RETAIN_BYTES.min(RETAIN_BROKER_BYTES.saturating_sub(others));
-            let done = len - len % BLOCK;
-            let drop = done.saturating_sub(keep - keep % BLOCK);
-            pending.bytes.drain(..drop);
-            pending.start += drop as u64;
-            let on_disk = len - drop;
-            if on_disk >= pending.on_disk {
-                RETAINED.fetch_add(on_disk - pending.on_disk, Ordering::Relaxed);
+            pending.on_disk = len;
+            // Keep the newest written bytes for reads while this broker's budget allows;
+            // drop whole blocks before them (the partial last block is written again).
+            let keep = if HELD.load(Ordering::Relaxed) > HELD_BROKER_BYTES {
+                0
             } else {
-                RETAINED.fetch_sub(pending.on_disk - on_disk, Ordering::Relaxed);
-            }
-            pending.on_disk = on_disk;
-            if pending.bytes.capacity() > SCRATCH_KEEP_BYTES
-                && pending.bytes.len() < SCRATCH_KEEP_BYTES / 4
-            {
-                pending.bytes.shrink_to(SCRATCH_KEEP_BYTES / 4);
-            }
+                RETAIN_BYTES
+            };
+            let done = len - len % BLOCK;
+            let drop = done.saturating_sub(keep);
+            pending.drop_front(drop);
             Ok(())
         })
     }
