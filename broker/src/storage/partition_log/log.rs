@@ -281,6 +281,15 @@ impl PartitionLog {
         self.direct_io && !self.write_through
     }
 
+    /// Creates the segment starting at `base_offset` as the new active one.
+    fn start_segment(&mut self, base_offset: u64) -> io::Result<()> {
+        let mut segment = Segment::create(&self.dir, base_offset)?;
+        segment.set_direct_io(self.direct_appends())?;
+        segment.set_direct_reads(self.direct_appends());
+        self.segments.push(segment);
+        Ok(())
+    }
+
     fn apply_write_mode(&mut self) -> io::Result<()> {
         let direct = self.direct_appends();
         for segment in &mut self.segments {
@@ -392,10 +401,7 @@ impl PartitionLog {
     fn roll(&mut self) -> io::Result<()> {
         self.active().sync()?;
         self.active().write_index()?;
-        let mut segment = Segment::create(&self.dir, self.next_offset)?;
-        segment.set_direct_io(self.direct_appends())?;
-        segment.set_direct_reads(self.direct_appends());
-        self.segments.push(segment);
+        self.start_segment(self.next_offset)?;
         sync_dir(&self.dir)
     }
 
@@ -526,10 +532,7 @@ impl PartitionLog {
         for segment in self.segments.drain(..) {
             remove_segment(segment)?;
         }
-        let mut segment = Segment::create(&self.dir, next_offset)?;
-        segment.set_direct_io(self.direct_appends())?;
-        segment.set_direct_reads(self.direct_appends());
-        self.segments.push(segment);
+        self.start_segment(next_offset)?;
         self.next_offset = next_offset;
         self.purged_through = Some(purged_through);
         sync_dir(&self.dir)

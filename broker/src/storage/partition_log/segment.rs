@@ -445,27 +445,7 @@ impl Segment {
     /// Reads the batch at `position`, which must end by byte `end` of the file: a frame
     /// that runs past it is corruption (its length field is damaged).
     fn read_within(&self, position: u64, end: u64) -> io::Result<(StoredBatch, u64)> {
-        let mut prefix = [0u8; PREFIX_LEN];
-        self.read_exact_at(&mut prefix, position)?;
-        let length = u32::from_le_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-        if length > MAX_FRAME_BYTES {
-            return Err(corrupt(&self.path, position, "length out of bounds"));
-        }
-        if position + 5 + length as u64 > end {
-            return Err(corrupt(
-                &self.path,
-                position,
-                "frame runs past the segment's end",
-            ));
-        }
-        let mut frame = vec![0u8; 5 + length];
-        self.read_exact_at(&mut frame, position)?;
-        let frame = Bytes::from(frame);
-        let (header, payload, total) =
-            decode_batch(&frame).map_err(|e| corrupt(&self.path, position, &e.to_string()))?;
-        // The payload ends the frame.
-        let payload = frame.slice(total - payload.len()..total);
-        Ok((StoredBatch { header, payload }, position + total as u64))
+        self.frame_from(&mut ReadAhead::new(), position, 0, end)
     }
 
     /// `len` bytes at `position`: with `O_DIRECT` when this segment reads directly and
@@ -487,19 +467,21 @@ impl Segment {
         Ok(Bytes::from(bytes))
     }
 
-    /// The batch at `position`, from `ahead` or read into it: in one read with the
-    /// batches after it, up to `budget` bytes, so that a scan reads large chunks.
+    /// The batch at `position`, which must end by byte `end`, from `ahead` or read into
+    /// it: in one read with the batches after it, up to `budget` bytes, so that a scan
+    /// reads large chunks (0: just what the batch needs).
     fn frame_from(
         &self,
         ahead: &mut ReadAhead,
         position: u64,
         budget: usize,
+        end: u64,
     ) -> io::Result<(StoredBatch, u64)> {
         let fill = |ahead: &mut ReadAhead, need: usize| -> io::Result<Bytes> {
             if let Some(bytes) = ahead.get(position, need) {
                 return Ok(bytes);
             }
-            let rest = (self.size - position) as usize;
+            let rest = end.saturating_sub(position) as usize;
             if need > rest {
                 return Err(corrupt(
                     &self.path,
@@ -545,17 +527,16 @@ impl Segment {
         let mut bytes = 0usize;
         let mut ahead = ReadAhead::new();
         while position < self.size {
-            // Frame headers cost a little more than the payloads counted.
-            let budget = max_bytes
-                .saturating_sub(bytes)
-                .saturating_add(READ_AHEAD_START);
-            // Through the page cache, frame by frame: the kernel reads ahead, and small
-            // reads need no large buffers.
-            let (batch, next) = if self.direct_reads {
-                self.frame_from(&mut ahead, position, budget)?
-            } else {
-                self.read_at(position)?
+            // Frame headers cost a little more than the payloads counted. Through the
+            // page cache, frame by frame: the kernel reads ahead, and small reads need no
+            // large buffers.
+            let budget = match self.direct_reads {
+                true => max_bytes
+                    .saturating_sub(bytes)
+                    .saturating_add(READ_AHEAD_START),
+                false => 0,
             };
+            let (batch, next) = self.frame_from(&mut ahead, position, budget, self.size)?;
             position = next;
             match keep(&batch.header) {
                 Keep::Skip => continue,
