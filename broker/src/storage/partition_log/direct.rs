@@ -18,7 +18,7 @@
 //! segment is trimmed to its frames when it is sealed. Reads of written bytes go through
 //! the page cache as before; the kernel keeps them coherent with direct writes.
 //!
-//! Nothing here is durable before [`DirectLog::sync`]; unlike a buffered write, an
+//! Nothing here is durable before [`DirectLog::flush`]; unlike a buffered write, an
 //! append not yet synced does not survive the process either (so `flush=async` topics
 //! write through the page cache).
 
@@ -243,11 +243,6 @@ impl DirectLog {
             Ok(())
         })
     }
-
-    /// Writes what was appended and makes it durable: [`DirectLog::flush`].
-    pub fn sync(&self) -> io::Result<()> {
-        self.flush()
-    }
 }
 
 /// Reads `len` bytes at `at` of the file at `path` with `O_DIRECT`, into memory of their
@@ -381,7 +376,7 @@ mod tests {
                 );
             }
         }
-        log.sync().expect("sync");
+        log.flush().expect("flush");
         assert_eq!(&file_bytes(&path)[..expected.len()], &expected[..]);
         assert_eq!(read(&log, &buffered, 3, expected.len() - 3), expected[3..]);
         let mut past = vec![0u8; 2];

@@ -198,8 +198,8 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes a direct log's pending appends to the file (not synced) and lets it go:
-    /// the file is about to change under it. The next append opens a new one.
+    /// Writes a direct log's pending appends to the file (durably: `O_DSYNC`) and lets
+    /// it go: the file is about to change under it. The next append opens a new one.
     fn settle(&mut self) -> io::Result<()> {
         if let Writer::Direct(log) = &self.writer {
             log.flush()?;
@@ -432,7 +432,7 @@ impl Segment {
         }
     }
 
-    /// Makes every appended byte durable (fdatasync).
+    /// Makes every appended byte durable (fdatasync, or a direct log's write).
     pub fn sync(&self) -> io::Result<()> {
         self.sync_handle().sync()
     }

@@ -25,7 +25,7 @@ impl SyncTarget {
     pub fn sync(&self) -> io::Result<()> {
         match self {
             SyncTarget::File(file) => file.sync_data(),
-            SyncTarget::Direct(log) => log.sync(),
+            SyncTarget::Direct(log) => log.flush(),
         }
     }
 

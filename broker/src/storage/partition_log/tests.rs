@@ -2,7 +2,7 @@
 //! cut at every byte of its last batch or with a flipped bit anywhere.
 
 use super::format::{BatchHeader, EntryKind, frame_len};
-use super::segment::{INDEX_INTERVAL_BYTES, Segment};
+use super::segment::{INDEX_INTERVAL_BYTES, Segment, StoredBatch};
 
 fn batch(index: u64, base_offset: u64, count: u32, ts: i64) -> BatchHeader {
     BatchHeader {
@@ -209,6 +209,19 @@ fn a_direct_write_padding_is_a_clean_end_but_a_torn_frame_in_it_is_not() {
     assert!(recovery.is_some());
 }
 
+/// Syncs `segment`, reopens its file and checks that it holds exactly `expected`.
+fn reopens_to(segment: Segment, expected: &[StoredBatch]) {
+    segment.sync().expect("sync");
+    let path = segment.path().to_path_buf();
+    drop(segment);
+    let (segment, recovery) = Segment::open(&path, 0).expect("open");
+    assert_eq!(recovery, None);
+    assert_eq!(
+        segment.read_indexes(0, 100, usize::MAX).expect("read"),
+        expected
+    );
+}
+
 #[test]
 fn sealing_trims_the_padding_and_appends_go_on_after_a_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -228,16 +241,9 @@ fn sealing_trims_the_padding_and_appends_go_on_after_a_reopen() {
             .append(&batch(i, 3 * i, 3, 1000 * i as i64), &payload(i))
             .expect("append");
     }
-    segment.sync().expect("sync");
     let before = segment.read_indexes(0, 100, usize::MAX).expect("read");
     assert_eq!(before.len(), 60);
-    drop(segment);
-    let (segment, recovery) = Segment::open(&path, 0).expect("open");
-    assert_eq!(recovery, None);
-    assert_eq!(
-        segment.read_indexes(0, 100, usize::MAX).expect("read"),
-        before
-    );
+    reopens_to(segment, &before);
 }
 
 #[test]
@@ -266,15 +272,7 @@ fn direct_appends_read_back_before_the_sync_and_truncate_while_unwritten() {
     let before = segment.read_indexes(0, 100, usize::MAX).expect("read");
     assert_eq!(before.len(), 25);
     assert_eq!(before[24].payload, &b"after the cut"[..]);
-    segment.sync().expect("sync");
-    let path = segment.path().to_path_buf();
-    drop(segment);
-    let (segment, recovery) = Segment::open(&path, 0).expect("open");
-    assert_eq!(recovery, None);
-    assert_eq!(
-        segment.read_indexes(0, 100, usize::MAX).expect("read"),
-        before
-    );
+    reopens_to(segment, &before);
 }
 
 #[test]
