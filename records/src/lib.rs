@@ -627,26 +627,160 @@ fn read_record(bytes: &Bytes, at: usize, record: u32) -> Result<(Record, usize),
     ))
 }
 
-mod serde_impl {
-    //! Raft entries carry batches between brokers: a batch travels as its compression
-    //! code and its bytes, and is parsed again on arrival (the sending peer is not
-    //! trusted).
+pub mod detached {
+    //! Batches carried beside a serialized message instead of inside it. A Raft message
+    //! serialized with serde would copy every batch's bytes into its encoding, and its
+    //! receiver would copy them out again. Serialized inside [`detach`], a batch writes
+    //! only the index of its bytes in a list that [`detach`] returns, without copying
+    //! them; the transport sends that list as separate fields (one copy, into the wire
+    //! buffer). Deserialized inside [`attach`] with the received list, a batch takes its
+    //! bytes back from it, again without a copy.
+    //!
+    //! The list belongs to the thread for the duration of the closure only: serde's
+    //! (de)serialization is synchronous, so nothing else runs on the thread meanwhile.
+    //! An index that is out of range, or used twice, is a deserialization error.
+
+    use std::cell::RefCell;
 
     use bytes::Bytes;
-    use serde::de::Error as _;
+
+    thread_local! {
+        static OUTGOING: RefCell<Option<Vec<Bytes>>> = const { RefCell::new(None) };
+        static INCOMING: RefCell<Option<Vec<Option<Bytes>>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `serialize` with batches detached; returns its result and their bytes, in
+    /// the order of the indices written.
+    pub fn detach<R>(serialize: impl FnOnce() -> R) -> (R, Vec<Bytes>) {
+        let outer = OUTGOING.with(|out| out.borrow_mut().replace(Vec::new()));
+        // Restores the outer state even if `serialize` panics: a list left behind would
+        // turn a later, plain serialization on this thread into indices.
+        let restore = Restore(Some(|| {
+            OUTGOING.with(|out| std::mem::replace(&mut *out.borrow_mut(), outer))
+        }));
+        let result = serialize();
+        (result, restore.run().flatten().unwrap_or_default())
+    }
+
+    /// Runs `deserialize` with `payloads` as the detached batches' bytes.
+    pub fn attach<R>(payloads: Vec<Bytes>, deserialize: impl FnOnce() -> R) -> R {
+        let list = payloads.into_iter().map(Some).collect();
+        let outer = INCOMING.with(|incoming| incoming.borrow_mut().replace(list));
+        let restore = Restore(Some(|| {
+            INCOMING.with(|incoming| std::mem::replace(&mut *incoming.borrow_mut(), outer))
+        }));
+        let result = deserialize();
+        restore.run();
+        result
+    }
+
+    /// Runs its closure once: by [`Restore::run`], or on drop (unwinding).
+    struct Restore<T, F: FnOnce() -> T>(Option<F>);
+
+    impl<T, F: FnOnce() -> T> Restore<T, F> {
+        fn run(mut self) -> Option<T> {
+            self.0.take().map(|f| f())
+        }
+    }
+
+    impl<T, F: FnOnce() -> T> Drop for Restore<T, F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+
+    /// Moves `bytes` to the current [`detach`] list, if there is one; returns its index.
+    pub(crate) fn push(bytes: &Bytes) -> Option<u64> {
+        OUTGOING.with(|out| {
+            let mut out = out.borrow_mut();
+            let list = out.as_mut()?;
+            list.push(bytes.clone());
+            Some(list.len() as u64 - 1)
+        })
+    }
+
+    /// Takes detached bytes number `index` from the current [`attach`] list.
+    pub(crate) fn take(index: u64) -> Result<Bytes, &'static str> {
+        INCOMING.with(|incoming| {
+            let mut incoming = incoming.borrow_mut();
+            let list = incoming
+                .as_mut()
+                .ok_or("a detached batch outside of an attach")?;
+            let slot = usize::try_from(index)
+                .ok()
+                .and_then(|i| list.get_mut(i))
+                .ok_or("a detached batch index out of range")?;
+            slot.take().ok_or("a detached batch used twice")
+        })
+    }
+}
+
+mod serde_impl {
+    //! Raft entries carry batches between brokers: a batch travels as its compression
+    //! code and its bytes (or, detached, the index of its bytes: [`super::detached`]),
+    //! and is parsed again on arrival (the sending peer is not trusted).
+
+    use std::fmt;
+
+    use bytes::Bytes;
+    use serde::de::{Error as _, SeqAccess, Visitor};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{Compression, MAX_PLAIN_BATCH_BYTES, RecordBatch};
+    use super::{Compression, MAX_PLAIN_BATCH_BYTES, RecordBatch, detached};
 
     impl Serialize for RecordBatch {
         fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            (self.compression.code(), &self.bytes).serialize(s)
+            match detached::push(&self.bytes) {
+                Some(index) => (self.compression.code(), index).serialize(s),
+                None => (self.compression.code(), &self.bytes).serialize(s),
+            }
+        }
+    }
+
+    /// A batch's bytes: inline, or detached.
+    struct Body(Bytes);
+
+    impl<'de> Deserialize<'de> for Body {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_byte_buf(BodyVisitor)
+        }
+    }
+
+    struct BodyVisitor;
+
+    impl<'de> Visitor<'de> for BodyVisitor {
+        type Value = Body;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a record batch's bytes, or the index of detached bytes")
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, index: u64) -> Result<Body, E> {
+            detached::take(index).map(Body).map_err(E::custom)
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Body, E> {
+            Ok(Body(Bytes::copy_from_slice(bytes)))
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, bytes: Vec<u8>) -> Result<Body, E> {
+            Ok(Body(Bytes::from(bytes)))
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+            while let Some(byte) = seq.next_element::<u8>()? {
+                bytes.push(byte);
+            }
+            Ok(Body(Bytes::from(bytes)))
         }
     }
 
     impl<'de> Deserialize<'de> for RecordBatch {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            let (code, bytes) = <(u8, Bytes)>::deserialize(d)?;
+            let (code, Body(bytes)) = <(u8, Body)>::deserialize(d)?;
             let compression = Compression::from_code(code)
                 .ok_or_else(|| D::Error::custom("unknown compression code"))?;
             // Size limits were applied by the leader; here only the structure counts.

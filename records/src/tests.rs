@@ -248,3 +248,76 @@ fn damaged_or_lying_compressed_batches_are_refused() {
     assert_eq!(Compression::parse("zstd"), Some(Compression::Zstd));
     assert_eq!(Compression::from_code(9), None);
 }
+
+#[test]
+fn detached_batches_travel_beside_the_message_without_copies() {
+    let a = batch_of(&[b"first"]);
+    let b = batch_of(&[b"second", b"third"]);
+    let message = (7u32, vec![a.clone(), b.clone()]);
+    let (wire, payloads) = detached::detach(|| rmp_serde::to_vec(&message).unwrap());
+    assert_eq!(payloads.len(), 2);
+    assert_eq!(
+        payloads[0].as_ptr(),
+        a.bytes().as_ptr(),
+        "detached, not copied"
+    );
+    // The encoding holds indices, not the records.
+    assert!(wire.len() < 16, "{} bytes", wire.len());
+    let back: (u32, Vec<RecordBatch>) =
+        detached::attach(payloads.clone(), || rmp_serde::from_slice(&wire).unwrap());
+    assert_eq!(back, message);
+    assert_eq!(
+        back.1[1].bytes().as_ptr(),
+        b.bytes().as_ptr(),
+        "attached, not copied"
+    );
+    // Outside of detach, a batch is inline again.
+    let inline = rmp_serde::to_vec(&message).unwrap();
+    assert!(inline.len() > a.bytes().len() + b.bytes().len());
+    assert_eq!(
+        rmp_serde::from_slice::<(u32, Vec<RecordBatch>)>(&inline).unwrap(),
+        message
+    );
+}
+
+#[test]
+fn detached_indices_that_do_not_match_the_payloads_are_refused() {
+    let a = batch_of(&[b"first"]);
+    let (wire, payloads) =
+        detached::detach(|| rmp_serde::to_vec(&vec![a.clone(), a.clone()]).unwrap());
+    // Outside of attach.
+    assert!(rmp_serde::from_slice::<Vec<RecordBatch>>(&wire).is_err());
+    // Too few payloads.
+    let short = vec![payloads[0].clone()];
+    assert!(detached::attach(short, || rmp_serde::from_slice::<Vec<RecordBatch>>(&wire)).is_err());
+    // One index twice.
+    let twice = rmp_serde::to_vec(&vec![(0u8, 0u64), (0u8, 0u64)]).unwrap();
+    assert!(
+        detached::attach(
+            payloads.clone(),
+            || rmp_serde::from_slice::<Vec<RecordBatch>>(&twice)
+        )
+        .is_err()
+    );
+    // Garbage in a payload is checked like inline bytes.
+    let garbage = vec![Bytes::from_static(b"\x05\0\0\0abc")];
+    let one = rmp_serde::to_vec(&(0u8, 0u64)).unwrap();
+    assert!(detached::attach(garbage, || rmp_serde::from_slice::<RecordBatch>(&one)).is_err());
+}
+
+#[test]
+fn a_panicking_detach_leaves_the_thread_serializing_inline() {
+    let a = batch_of(&[b"first"]);
+    let caught = std::panic::catch_unwind(|| detached::detach(|| panic!("in serialize")));
+    assert!(caught.is_err());
+    let inline = rmp_serde::to_vec(&a).unwrap();
+    assert_eq!(rmp_serde::from_slice::<RecordBatch>(&inline).unwrap(), a);
+}
+
+fn batch_of(values: &[&[u8]]) -> RecordBatch {
+    let mut b = BatchBuilder::default();
+    for value in values {
+        b.push(1, None, value, &[]);
+    }
+    RecordBatch::parse(b.finish(), 1024).unwrap()
+}

@@ -167,6 +167,7 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
         let garbage = RaftMessage {
             group_id,
             data: Bytes::from_static(b"\xff\x00 definitely not a raft message"),
+            payloads: vec![Bytes::from_static(b"a stray payload")],
         };
         let status = raft
             .append_entries(garbage)
@@ -186,6 +187,7 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
         let garbage = RaftMessage {
             group_id: 1,
             data: Bytes::from_static(b"\xff\x00 definitely not a raft message"),
+            payloads: Vec::new(),
         };
         let mut request = tonic::Request::new(futures::stream::iter([garbage]));
         if let Some(group) = group {

@@ -11,9 +11,9 @@
 //! per follower, bounded by HTTP/2 flow control on the way out and by openraft's pipeline
 //! (64 requests) on the follower.
 //!
-//! The wire: the request metadata `strait-raft-group` names the group; a request's
-//! `data` is an encoded `AppendEntriesRequest`, a reply's an encoded
-//! `Result<StreamAppendResult, String>` (the error: the follower's group stopped).
+//! The wire: the request metadata `strait-raft-group` names the group; a request is an
+//! `AppendEntriesRequest`, a reply a `Result<StreamAppendResult, String>` (the error: the
+//! follower's group stopped), each a `RaftMessage` (`raft::wire`).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -37,7 +37,8 @@ use tonic::{Status, Streaming};
 
 use super::inbound::{RaftRpcKind, RemoteReply};
 use super::network::{LinkError, call};
-use crate::storage::{GroupId, decode, encode};
+use super::wire::{from_message, to_message};
+use crate::storage::GroupId;
 
 /// Replies a follower buffers for a slow leader (openraft's own pipeline holds 64).
 const PIPELINE_DEPTH: usize = 64;
@@ -184,16 +185,12 @@ impl Session {
                     };
                     // A request that cannot be encoded (never expected) ends the stream:
                     // later ones must not be answered in its place.
-                    let data = encode(&request)
+                    let message = to_message(group, &request)
                         .inspect_err(|err| {
                             tracing::error!(%err, group, target, "cannot encode an AppendEntries request")
                         })
                         .ok()?;
                     lock(&sent).push_back(Instant::now());
-                    let message = RaftMessage {
-                        group_id: group,
-                        data: data.into(),
-                    };
                     Some((message, (requests, sent)))
                 }
             })
@@ -254,7 +251,7 @@ impl Session {
             }
         };
         lock(&sent).pop_front();
-        match decode::<RemoteReply<StreamAppendResult<C>>>(&message.data) {
+        match from_message::<RemoteReply<StreamAppendResult<C>>>(message) {
             Ok(Ok(result)) => Some((
                 Ok(result),
                 Some(Phase::Streaming {
@@ -323,7 +320,7 @@ where
                     "a message of group {} on a stream of group {group}",
                     message.group_id
                 )),
-                Ok(message) => decode::<AppendEntriesRequest<C>>(&message.data)
+                Ok(message) => from_message::<AppendEntriesRequest<C>>(message)
                     .map_err(|err| format!("bad raft message: {err}")),
                 // The leader went away: the stream just ends.
                 Err(_) => return std::future::ready(None),
@@ -349,11 +346,7 @@ where
         while let Some(reply) = replies.next().await {
             let reply: RemoteReply<StreamAppendResult<C>> =
                 reply.map_err(|fatal| fatal.to_string());
-            let message = encode(&reply)
-                .map(|data| RaftMessage {
-                    group_id: group,
-                    data: data.into(),
-                })
+            let message = to_message(group, &reply)
                 .map_err(|err| Status::internal(format!("cannot encode a reply: {err}")));
             if tx.send(message).await.is_err() {
                 break;

@@ -1,4 +1,5 @@
-//! Inbound Raft RPCs: decode the message, hand it to the local group, encode the reply.
+//! Inbound Raft RPCs: decode the message, hand it to the local group, encode the reply
+//! (`raft::wire`).
 //!
 //! Peers are not trusted: a message that does not decode is refused with an
 //! `InvalidData` error and never reaches openraft.
@@ -15,7 +16,9 @@ use openraft::{Raft, RaftTypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::storage::{decode, encode};
+use strait_proto::internal::RaftMessage;
+
+use super::wire::{from_message, to_message};
 
 /// What the receiving group answers: openraft's reply, or why it could not.
 pub(crate) type RemoteReply<T> = Result<T, String>;
@@ -30,12 +33,13 @@ pub enum RaftRpcKind {
     TransferLeader,
 }
 
-/// Runs one inbound RPC of `kind` against the local group `raft`; returns the encoded reply.
+/// Runs one inbound RPC of `kind`, `message`, against the local group `raft`; returns
+/// the reply.
 pub async fn serve_rpc<C, SM>(
     raft: &Raft<C, SM>,
     kind: RaftRpcKind,
-    data: &[u8],
-) -> io::Result<Vec<u8>>
+    message: RaftMessage,
+) -> io::Result<RaftMessage>
 where
     C: RaftTypeConfig,
     SM: RaftStateMachine<C, SnapshotData = Cursor<Vec<u8>>>,
@@ -49,24 +53,26 @@ where
     TransferLeaderRequest<C>: DeserializeOwned,
     TransferLeaderResponse<C>: Serialize,
 {
+    let group = message.group_id;
     match kind {
         RaftRpcKind::Append => {
-            let req: AppendEntriesRequest<C> = decode(data)?;
+            let req: AppendEntriesRequest<C> = from_message(message)?;
             let reply: RemoteReply<_> = raft.append_entries(req).await.map_err(|e| e.to_string());
-            encode(&reply)
+            to_message(group, &reply)
         }
         RaftRpcKind::Vote => {
-            let req: VoteRequest<C> = decode(data)?;
+            let req: VoteRequest<C> = from_message(message)?;
             let reply: RemoteReply<_> = raft.vote(req).await.map_err(|e| e.to_string());
-            encode(&reply)
+            to_message(group, &reply)
         }
         RaftRpcKind::PreVote => {
-            let req: VoteRequest<C> = decode(data)?;
+            let req: VoteRequest<C> = from_message(message)?;
             let reply: RemoteReply<_> = raft.pre_vote(req).await.map_err(|e| e.to_string());
-            encode(&reply)
+            to_message(group, &reply)
         }
         RaftRpcKind::Snapshot => {
-            let (vote, meta, bytes): (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>) = decode(data)?;
+            let (vote, meta, bytes): (VoteOf<C>, SnapshotMetaOf<C>, Vec<u8>) =
+                from_message(message)?;
             let snapshot = Snapshot {
                 meta,
                 snapshot: Cursor::new(bytes),
@@ -75,15 +81,15 @@ where
                 .install_full_snapshot(vote, snapshot)
                 .await
                 .map_err(|e| e.to_string());
-            encode(&reply)
+            to_message(group, &reply)
         }
         RaftRpcKind::TransferLeader => {
-            let req: TransferLeaderRequest<C> = decode(data)?;
+            let req: TransferLeaderRequest<C> = from_message(message)?;
             let reply: RemoteReply<_> = raft
                 .handle_transfer_leader(req)
                 .await
                 .map_err(|e| e.to_string());
-            encode(&reply)
+            to_message(group, &reply)
         }
     }
 }

@@ -10,6 +10,7 @@ mod inbound;
 mod leadership;
 mod network;
 mod timing;
+mod wire;
 
 pub use append_stream::{GROUP_HEADER, serve as serve_append_stream};
 pub use inbound::{RaftRpcKind, serve_rpc};

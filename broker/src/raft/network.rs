@@ -19,14 +19,14 @@ use openraft::raft::{
 use openraft::{BasicNode, OptionalSend, RaftTypeConfig};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use strait_proto::internal::RaftMessage;
 use strait_proto::internal::raft_transport_client::RaftTransportClient;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
 use super::append_stream::{Replies, SessionLinks};
 use super::inbound::{RaftRpcKind, RemoteReply};
-use crate::storage::{GroupId, decode, encode};
+use super::wire::{from_message, to_message};
+use crate::storage::GroupId;
 
 /// Largest Raft message a broker sends or accepts.
 pub const MAX_RAFT_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
@@ -270,10 +270,7 @@ pub(super) async fn call<Req: Serialize, Resp: DeserializeOwned>(
     request: &Req,
     timeout: Duration,
 ) -> Result<Resp, LinkError> {
-    let mut req = tonic::Request::new(RaftMessage {
-        group_id: group,
-        data: encode(request)?.into(),
-    });
+    let mut req = tonic::Request::new(to_message(group, request)?);
     req.set_timeout(timeout);
     let reply = match kind {
         RaftRpcKind::Append => client.append_entries(req).await,
@@ -283,7 +280,7 @@ pub(super) async fn call<Req: Serialize, Resp: DeserializeOwned>(
         RaftRpcKind::TransferLeader => client.transfer_leader(req).await,
     }
     .map_err(|status| LinkError::Unreachable(target, status.message().to_string()))?;
-    match decode::<RemoteReply<Resp>>(&reply.into_inner().data)? {
+    match from_message::<RemoteReply<Resp>>(reply.into_inner())? {
         Ok(resp) => Ok(resp),
         Err(message) => Err(LinkError::Remote(target, message)),
     }

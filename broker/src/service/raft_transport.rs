@@ -53,7 +53,7 @@ impl RaftTransportApi {
     ) -> Result<Response<RaftMessage>, Status> {
         let group = message.group_id;
         let result = if group == CONTROLLER_GROUP {
-            serve_rpc(self.controller()?, kind, &message.data).await
+            serve_rpc(self.controller()?, kind, message).await
         } else {
             let replica = self.replica(group)?;
             let elects = matches!(
@@ -80,14 +80,11 @@ impl RaftTransportApi {
             if kind == RaftRpcKind::Append {
                 replica.liveness().heard_leader();
             }
-            serve_rpc(replica.raft(), kind, &message.data).await
+            serve_rpc(replica.raft(), kind, message).await
         };
-        let data =
+        let reply =
             result.map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
-        Ok(Response::new(RaftMessage {
-            group_id: group,
-            data: data.into(),
-        }))
+        Ok(Response::new(reply))
     }
 }
 
