@@ -25,7 +25,8 @@ fn share(partitions: u32, consumers: u32, i: u32) -> Vec<u32> {
 }
 
 /// Reads every partition from its start to the high watermark it has now, with
-/// `consumers` concurrent consumers; `fetch_bytes` per fetch.
+/// `consumers` consumers sharing the partitions, each reading its share concurrently;
+/// `fetch_bytes` per fetch.
 pub async fn backlog(
     client: &Client,
     topic: &str,
@@ -35,12 +36,14 @@ pub async fn backlog(
 ) -> anyhow::Result<Consumed> {
     let consumers = consumers.clamp(1, partitions.max(1));
     let started = Instant::now();
+    // A consumer reads its partitions concurrently, as Kafka's fetcher does (one fetch
+    // in flight per partition), not one partition after another.
     let mut tasks = Vec::new();
     for i in 0..consumers {
-        let (client, topic) = (client.clone(), topic.to_string());
-        tasks.push(tokio::spawn(async move {
-            let (mut records, mut bytes) = (0u64, 0u64);
-            for partition in share(partitions, consumers, i) {
+        for partition in share(partitions, consumers, i) {
+            let (client, topic) = (client.clone(), topic.to_string());
+            tasks.push(tokio::spawn(async move {
+                let (mut records, mut bytes) = (0u64, 0u64);
                 let (_, end) = client.list_offsets(&topic, partition).await?;
                 let config = ConsumerConfig {
                     max_bytes: fetch_bytes,
@@ -60,9 +63,9 @@ pub async fn backlog(
                         bytes += record.value.len() as u64;
                     }
                 }
-            }
-            anyhow::Ok((records, bytes))
-        }));
+                anyhow::Ok((records, bytes))
+            }));
+        }
     }
     let mut total = Consumed {
         records: 0,
