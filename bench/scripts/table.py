@@ -98,6 +98,10 @@ def summary(report):
         parts.append(f'disk {disk:.0f} MB/s burst, {steady:.0f} MB/s sustained (produce = '
                      f'{100 * mb / (disk / rf):.0f}% of burst/RF, {100 * mb / (steady / rf):.0f}% of sustained/RF), '
                      f'loopback {limits["loopback_tcp_mb_per_sec"]:.0f} MB/s, memcpy {limits["memcpy_mb_per_sec"]:.0f} MB/s')
+        same = report.get("disk_same_volume_mb_per_sec")
+        if same:
+            parts.append(f'disk for the same volume ({report["bytes"] * rf / 1e9:.1f} GB) {same:.0f} MB/s '
+                         f'(produce = {100 * mb / (same / rf):.0f}% of it/RF)')
     return "; ".join(parts)
 
 

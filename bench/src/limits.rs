@@ -8,7 +8,10 @@
 //! machine's: about 1 GB/s for the first 2 GB, then about 250 MB/s), so the disk probe
 //! writes for [`DISK_PROBE`] and reports both: the rate of its first GiB (*burst*) and
 //! of its second half (*sustained*). A run that writes more than the burst absorbs is
-//! limited by the sustained rate.
+//! limited by the sustained rate. The probe also keeps its progress, so that a run can
+//! be compared with the disk's rate *for the same volume*: the probe's average over as
+//! many bytes as the run wrote to the disk, every replica counted
+//! ([`Limits::disk_mb_per_sec_for`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -30,7 +33,7 @@ const MEMCPY_BUFFER_BYTES: usize = 256 * 1024 * 1024;
 const MEMCPY_ROUNDS: usize = 8;
 
 /// MB/s (10^6 bytes) of each limit.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Limits {
     /// The first GiB written (burst).
     pub disk_write_fdatasync_mb_per_sec: f64,
@@ -38,9 +41,26 @@ pub struct Limits {
     pub disk_sustained_write_fdatasync_mb_per_sec: f64,
     pub loopback_tcp_mb_per_sec: f64,
     pub memcpy_mb_per_sec: f64,
+    /// The disk probe's progress.
+    #[serde(skip)]
+    pub disk_progress: Progress,
 }
 
 impl Limits {
+    /// The disk probe's average MB/s over its first `bytes` (all of it, if it wrote
+    /// less): what this disk gives a run that writes that much.
+    pub fn disk_mb_per_sec_for(&self, bytes: u64) -> f64 {
+        let at = self
+            .disk_progress
+            .iter()
+            .find(|(_, written)| *written >= bytes)
+            .or(self.disk_progress.last());
+        match at {
+            Some((secs, written)) => *written as f64 / 1e6 / secs.max(1e-9),
+            None => self.disk_write_fdatasync_mb_per_sec,
+        }
+    }
+
     pub fn describe(&self) -> String {
         format!(
             "disk write+fdatasync ({} KiB per sync) {:.0} MB/s burst (first GiB), {:.0} MB/s sustained (second half of {} s); loopback TCP {:.0} MB/s; memcpy {:.0} MB/s",
@@ -56,12 +76,13 @@ impl Limits {
 
 /// Measures the three limits, the disk one in a temporary directory under `dir`.
 pub fn measure(dir: &Path) -> anyhow::Result<Limits> {
-    let (burst, sustained) = disk(dir)?;
+    let (burst, sustained, disk_progress) = disk(dir)?;
     Ok(Limits {
         disk_write_fdatasync_mb_per_sec: burst,
         disk_sustained_write_fdatasync_mb_per_sec: sustained,
         loopback_tcp_mb_per_sec: loopback()?,
         memcpy_mb_per_sec: memcpy(),
+        disk_progress,
     })
 }
 
@@ -69,8 +90,12 @@ fn mb_per_sec(bytes: usize, started: Instant) -> f64 {
     bytes as f64 / 1e6 / started.elapsed().as_secs_f64().max(1e-9)
 }
 
-/// Burst and sustained MB/s of sequential writes with an fdatasync per chunk.
-fn disk(dir: &Path) -> anyhow::Result<(f64, f64)> {
+/// (seconds since the start, bytes written) after each chunk of the disk probe.
+type Progress = Vec<(f64, u64)>;
+
+/// Burst and sustained MB/s of sequential writes with an fdatasync per chunk, and the
+/// probe's progress.
+fn disk(dir: &Path) -> anyhow::Result<(f64, f64, Progress)> {
     let tmp = tempfile::tempdir_in(dir)?;
     let mut file = std::fs::File::create(tmp.path().join("probe.bin"))?;
     let chunk = vec![0x5au8; DISK_CHUNK_BYTES];
@@ -96,9 +121,14 @@ fn disk(dir: &Path) -> anyhow::Result<(f64, f64)> {
         .copied()
         .unwrap_or((Duration::ZERO, 0));
     let sustained = (written - mid_bytes) as f64 / 1e6 / (total - mid_time).as_secs_f64().max(1e-9);
+    let progress = progress
+        .into_iter()
+        .map(|(at, bytes)| (at.as_secs_f64(), bytes as u64))
+        .collect();
     Ok((
         burst.unwrap_or_else(|| mb_per_sec(written, started)),
         sustained,
+        progress,
     ))
 }
 

@@ -75,6 +75,9 @@ pub struct Report {
     /// Replicas per partition, for the share of the disk a produce run used (0: not a
     /// produce run).
     pub replication_factor: u32,
+    /// With limits, for a produce run: the disk probe's rate over as many bytes as the
+    /// run wrote to the disk (records × RF), the disk's own figure for this volume.
+    pub disk_same_volume_mb_per_sec: Option<f64>,
 }
 
 impl Report {
@@ -121,6 +124,14 @@ impl Report {
                     100.0 * self.mb_per_sec / burst,
                     100.0 * self.mb_per_sec / sustained,
                 );
+                if let Some(same) = self.disk_same_volume_mb_per_sec {
+                    println!(
+                        "share of the disk's rate for the same volume ({:.1} GB written by all replicas, the probe's first {0:.1} GB at {same:.0} MB/s) / RF: {:.0}% of {:.0} MB/s",
+                        self.bytes as f64 * rf / 1e9,
+                        100.0 * self.mb_per_sec / (same / rf),
+                        same / rf,
+                    );
+                }
             }
         }
         if !self.brokers.is_empty() {
