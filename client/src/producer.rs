@@ -388,8 +388,21 @@ impl Worker {
         }
         let record_count = builder.count();
         let records = match compression {
-            Compression::None => builder.finish(),
-            codec => codec.compress(&builder.finish()),
+            Compression::None => Ok(builder.finish()),
+            codec => codec
+                .compress(&builder.finish())
+                .map_err(|err| ClientError::Internal(format!("cannot compress a batch: {err}"))),
+        };
+        let records = match records {
+            Ok(records) => records,
+            Err(err) => {
+                // Its sequence numbers were taken: later batches cannot follow it.
+                self.note_failure(stamp);
+                for pending in batch {
+                    let _ = pending.done.send(Err(err.clone()));
+                }
+                return;
+            }
         };
         let deadline = Instant::now() + config.delivery_timeout;
         let request_timeout = client.config().request_timeout;

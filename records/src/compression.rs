@@ -58,15 +58,15 @@ impl Compression {
             .find(|c| c.name() == name)
     }
 
-    /// Compresses a plain batch.
-    pub fn compress(self, plain: &[u8]) -> Bytes {
+    /// Compresses a plain batch (zstd reports its own failures, which are not expected
+    /// when writing into memory).
+    pub fn compress(self, plain: &[u8]) -> Result<Bytes, BatchError> {
         match self {
-            Compression::None => Bytes::copy_from_slice(plain),
-            Compression::Lz4 => lz4_flex::block::compress_prepend_size(plain).into(),
-            // Writing into a Vec cannot fail.
+            Compression::None => Ok(Bytes::copy_from_slice(plain)),
+            Compression::Lz4 => Ok(lz4_flex::block::compress_prepend_size(plain).into()),
             Compression::Zstd => zstd::bulk::compress(plain, ZSTD_LEVEL)
                 .map(Bytes::from)
-                .unwrap_or_else(|_| Bytes::new()),
+                .map_err(|_| BatchError::Compression(self.name())),
         }
     }
 

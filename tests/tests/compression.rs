@@ -106,7 +106,7 @@ async fn compressed_batches_are_stored_replicated_and_read_back() -> anyhow::Res
     // Bad input is refused with a stable code, and the log stays as it was.
     let mut plain = BatchBuilder::default();
     plain.push(0, None, b"no timestamp", &[]);
-    let unstamped = strait_records::Compression::Lz4.compress(&plain.finish());
+    let unstamped = strait_records::Compression::Lz4.compress(&plain.finish())?;
     let mut bomb = (1u32 << 30).to_le_bytes().to_vec();
     bomb.extend_from_slice(&[0u8; 32]);
     for (what, records, compression, code) in [
