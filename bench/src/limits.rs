@@ -47,18 +47,22 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The disk probe's average MB/s over its first `bytes` (all of it, if it wrote
-    /// less): what this disk gives a run that writes that much.
+    /// The disk probe's average MB/s over its first `bytes`: what this disk gives a run
+    /// that writes that much. Past the end of the probe, the bytes it did not write are
+    /// counted at its sustained rate.
     pub fn disk_mb_per_sec_for(&self, bytes: u64) -> f64 {
-        let at = self
-            .disk_progress
-            .iter()
-            .find(|(_, written)| *written >= bytes)
-            .or(self.disk_progress.last());
-        match at {
-            Some((secs, written)) => *written as f64 / 1e6 / secs.max(1e-9),
-            None => self.disk_write_fdatasync_mb_per_sec,
-        }
+        let Some(&(end_secs, end_bytes)) = self.disk_progress.last() else {
+            return self.disk_write_fdatasync_mb_per_sec;
+        };
+        let (secs, written) = match self.disk_progress.iter().find(|(_, w)| *w >= bytes) {
+            Some(&at) => at,
+            None => {
+                let rest = (bytes - end_bytes) as f64 / 1e6;
+                let sustained = self.disk_sustained_write_fdatasync_mb_per_sec.max(1e-9);
+                (end_secs + rest / sustained, bytes)
+            }
+        };
+        written as f64 / 1e6 / secs.max(1e-9)
     }
 
     pub fn describe(&self) -> String {
@@ -172,4 +176,35 @@ fn memcpy() -> f64 {
         std::hint::black_box(&target[round]);
     }
     mb_per_sec(MEMCPY_BUFFER_BYTES * MEMCPY_ROUNDS, started)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(progress: Progress) -> Limits {
+        Limits {
+            disk_write_fdatasync_mb_per_sec: 1000.0,
+            disk_sustained_write_fdatasync_mb_per_sec: 250.0,
+            loopback_tcp_mb_per_sec: 0.0,
+            memcpy_mb_per_sec: 0.0,
+            disk_progress: progress,
+        }
+    }
+
+    #[test]
+    fn the_disk_rate_for_a_volume_is_the_probes_average_over_it() {
+        let l = limits(vec![
+            (1.0, 1_000_000_000),
+            (2.0, 2_000_000_000),
+            (10.0, 4_000_000_000),
+        ]);
+        // Up to the first point that wrote as much.
+        assert_eq!(l.disk_mb_per_sec_for(1_500_000_000), 1000.0);
+        assert_eq!(l.disk_mb_per_sec_for(4_000_000_000), 400.0);
+        // Past the probe: the rest at the sustained rate (2 GB in 8 s more).
+        assert_eq!(l.disk_mb_per_sec_for(6_000_000_000), 6000.0 / 18.0);
+        // No probe progress: the burst figure.
+        assert_eq!(limits(Vec::new()).disk_mb_per_sec_for(1), 1000.0);
+    }
 }
