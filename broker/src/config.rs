@@ -90,6 +90,11 @@ pub struct BrokerArgs {
     /// reading recent data then reads it from the disk [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub direct_io: Option<bool>,
+    /// Threads running the broker's async work. Brokers sharing a machine (a local
+    /// cluster) each do better with their share of its cores than with all of them
+    /// [default: 0, one per core].
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
 }
 
 impl BrokerArgs {
@@ -113,6 +118,7 @@ impl BrokerArgs {
             peer_routes: self.peer_routes.or(other.peer_routes),
             replication_streams: self.replication_streams.or(other.replication_streams),
             direct_io: self.direct_io.or(other.direct_io),
+            worker_threads: self.worker_threads.or(other.worker_threads),
         }
     }
 }
@@ -139,6 +145,8 @@ pub struct BrokerConfig {
     pub replication_streams: usize,
     /// Partition appends bypass the page cache.
     pub direct_io: bool,
+    /// Async worker threads (0: one per core).
+    pub worker_threads: usize,
 }
 
 impl BrokerConfig {
@@ -260,6 +268,13 @@ impl BrokerConfig {
                 message: "must be at most 190".into(),
             });
         }
+        let worker_threads = args.worker_threads.unwrap_or(0);
+        if worker_threads > 1024 {
+            return Err(ConfigError::Invalid {
+                key: "worker-threads",
+                message: "must be at most 1024".into(),
+            });
+        }
         Ok(BrokerConfig {
             id,
             listen,
@@ -276,6 +291,7 @@ impl BrokerConfig {
             peer_routes,
             replication_streams,
             direct_io: args.direct_io.unwrap_or(false),
+            worker_threads,
         })
     }
 
@@ -324,6 +340,7 @@ mod tests {
         assert_eq!(cfg.advertise, "127.0.0.1:9701");
         assert_eq!(cfg.replication_streams, 64);
         assert!(!cfg.direct_io);
+        assert_eq!(cfg.worker_threads, 0);
         assert!(cfg.is_controller_voter());
         assert_eq!(cfg.seeds.len(), 2);
     }
@@ -373,6 +390,7 @@ mod tests {
             ["--listen=127.0.0.1:1", "--peer-route=a:1"],
             ["--listen=127.0.0.1:1", "--peer-route=a:1=b"],
             ["--listen=127.0.0.1:1", "--replication-streams=191"],
+            ["--listen=127.0.0.1:1", "--worker-threads=100000"],
         ] {
             let mut a = vec!["--id=1", "--data-dir=/x"];
             a.extend_from_slice(&bad);
