@@ -10,6 +10,7 @@ pub mod direct;
 pub mod format;
 pub mod index_file;
 pub mod log;
+pub mod preallocate;
 pub mod segment;
 pub mod syncer;
 

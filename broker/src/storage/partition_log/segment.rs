@@ -17,6 +17,7 @@ use super::format::{
     BatchHeader, FrameError, MAX_FRAME_BYTES, PREFIX_LEN, decode_batch, frame_head, frame_len,
 };
 use super::index_file::{self, IndexPoint, SegmentSummary};
+use super::preallocate::{self, ZeroAhead};
 use super::syncer::SyncTarget;
 
 /// Bytes between two sparse index entries.
@@ -57,6 +58,8 @@ pub struct Segment {
     writer: Writer,
     /// Large reads of written bytes bypass the page cache (`O_DIRECT`), as appends do.
     direct_reads: bool,
+    /// Zeros written ahead of buffered appends (see [`super::preallocate`]).
+    zero_ahead: ZeroAhead,
 }
 
 /// A scan that may return up to [`READ_AHEAD_MAX`] bytes reads them at once; an
@@ -115,10 +118,10 @@ impl Segment {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        Ok(Segment::empty(path, file, base_offset))
+        Ok(Segment::empty(path, file, base_offset, 0))
     }
 
-    fn empty(path: PathBuf, file: File, base_offset: u64) -> Segment {
+    fn empty(path: PathBuf, file: File, base_offset: u64, file_len: u64) -> Segment {
         Segment {
             path,
             file: Arc::new(file),
@@ -131,6 +134,7 @@ impl Segment {
             max_timestamp: i64::MIN,
             writer: Writer::Buffered,
             direct_reads: false,
+            zero_ahead: ZeroAhead::new(file_len),
         }
     }
 
@@ -150,7 +154,7 @@ impl Segment {
     pub fn open_uncut(path: &Path, base_offset: u64) -> io::Result<(Segment, Option<Recovery>)> {
         let file = OpenOptions::new().read(true).write(true).open(path)?;
         let len = file.metadata()?.len();
-        let mut segment = Segment::empty(path.to_path_buf(), file, base_offset);
+        let mut segment = Segment::empty(path.to_path_buf(), file, base_offset, len);
         let recovery = match segment.scan(len)? {
             None => None,
             Some(reason) => Some(Recovery {
@@ -167,6 +171,7 @@ impl Segment {
     pub fn cut(&mut self) -> io::Result<()> {
         self.settle()?;
         self.file.set_len(self.size)?;
+        self.zero_ahead.set_file_len(self.size);
         self.file.sync_data()
     }
 
@@ -189,7 +194,14 @@ impl Segment {
         self.direct_reads = on;
     }
 
-    /// Cuts a direct write's zero padding off the end of the file (synced).
+    /// Whether buffered appends get zeros written ahead of them (see
+    /// [`super::preallocate`]; the default: while the segment appends slowly).
+    pub fn set_zero_ahead(&mut self, mode: preallocate::Mode) {
+        self.zero_ahead.set_mode(mode);
+    }
+
+    /// Cuts the zeros past the last frame off the end of the file (a direct write's
+    /// padding, or zeros written ahead; synced).
     pub fn trim(&mut self) -> io::Result<()> {
         self.settle()?;
         if self.file.metadata()?.len() != self.size {
@@ -249,7 +261,7 @@ impl Segment {
         let Some(summary) = index_file::read_valid(path, len)? else {
             return Ok(None);
         };
-        let mut segment = Segment::empty(path.to_path_buf(), file, base_offset);
+        let mut segment = Segment::empty(path.to_path_buf(), file, base_offset, len);
         segment.size = len;
         segment.last_indexed_at = summary.points.last().map(|p| p.position);
         segment.index = summary.points;
@@ -264,7 +276,7 @@ impl Segment {
     pub fn last_valid_index(path: &Path) -> io::Result<Option<u64>> {
         let file = File::open(path)?;
         let len = file.metadata()?.len();
-        let mut segment = Segment::empty(path.to_path_buf(), file, 0);
+        let mut segment = Segment::empty(path.to_path_buf(), file, 0, len);
         segment.scan(len)?;
         Ok(segment.last.map(|h| h.index))
     }
@@ -274,7 +286,10 @@ impl Segment {
     /// valid byte.
     fn scan(&mut self, len: u64) -> io::Result<Option<FrameError>> {
         let failure = self.scan_frames(len)?;
-        if failure.is_some() && is_padding(&self.file, self.size, len)? {
+        if failure.is_some()
+            && (is_padding(&self.file, self.size, len)?
+                || preallocate::is_zero_tail(&self.file, self.size, len)?)
+        {
             return Ok(None);
         }
         Ok(failure)
@@ -362,7 +377,7 @@ impl Segment {
         self.base_offset
     }
 
-    /// Bytes in the file.
+    /// Bytes of frames in the file (zeros may follow them).
     pub fn size(&self) -> u64 {
         self.size
     }
@@ -416,6 +431,8 @@ impl Segment {
                 self.file.write_all_at(&head, self.size)?;
                 self.file
                     .write_all_at(payload, self.size + head.len() as u64)?;
+                self.zero_ahead
+                    .after_append(&self.file, self.size + frame_len as u64)?;
             }
         }
         let position = self.size;
@@ -642,6 +659,7 @@ impl Segment {
         let Some(cut) = cut else { return Ok(()) };
         self.settle()?;
         self.file.set_len(cut)?;
+        self.zero_ahead.set_file_len(cut);
         self.file.sync_data()?;
         self.size = cut;
         self.index.retain(|p| p.position < cut);

@@ -2,6 +2,7 @@
 //! cut at every byte of its last batch or with a flipped bit anywhere.
 
 use super::format::{BatchHeader, EntryKind, frame_len};
+use super::preallocate::{MAX_ZERO_TAIL, Mode};
 use super::segment::{INDEX_INTERVAL_BYTES, Segment, StoredBatch};
 
 fn batch(index: u64, base_offset: u64, count: u32, ts: i64) -> BatchHeader {
@@ -201,9 +202,9 @@ fn a_direct_write_padding_is_a_clean_end_but_a_torn_frame_in_it_is_not() {
     let recovery = recovery.expect("a torn frame is reported");
     assert_eq!(recovery.valid_bytes, last_start as u64);
     assert_eq!(segment.last().map(|h| h.index), Some(3));
-    // More than a block of zeros is damage, not padding.
+    // More zeros than an extension writes ahead are damage, not padding.
     let mut long = padded[..size].to_vec();
-    long.resize(size.div_ceil(4096) * 4096 + 4096, 0);
+    long.resize(size + MAX_ZERO_TAIL as usize + 1, 0);
     std::fs::write(&path, &long).expect("write");
     let (_, recovery) = Segment::open(&path, 0).expect("open");
     assert!(recovery.is_some());
@@ -305,5 +306,67 @@ fn large_scans_read_the_same_batches_directly_or_through_the_page_cache() {
     assert_eq!(
         direct.read_indexes(7, 299, usize::MAX).expect("read"),
         buffered.read_indexes(7, 299, usize::MAX).expect("read")
+    );
+}
+
+#[test]
+fn zeros_written_ahead_are_a_clean_end_appends_overwrite_them_and_sealing_trims_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut segment = Segment::create(dir.path(), 0).expect("create");
+    segment.set_zero_ahead(Mode::Always);
+    for i in 0..20 {
+        segment
+            .append(&batch(i, 3 * i, 3, 1000 * i as i64), &payload(i))
+            .expect("append");
+    }
+    let path = segment.path().to_path_buf();
+    let size = segment.size();
+    assert!(
+        std::fs::metadata(&path).expect("stat").len() > size + 4096,
+        "zeros follow the frames"
+    );
+    let written = segment.read_indexes(0, 100, usize::MAX).expect("read");
+    reopens_to(segment, &written);
+
+    // Reopened, the segment appends over the zeros; a crash leaves frames then zeros.
+    let (mut segment, _) = Segment::open(&path, 0).expect("open");
+    assert_eq!(segment.size(), size);
+    segment.set_zero_ahead(Mode::Always);
+    for i in 20..30 {
+        segment
+            .append(&batch(i, 3 * i, 3, 1000 * i as i64), &payload(i))
+            .expect("append");
+    }
+    let written = segment.read_indexes(0, 100, usize::MAX).expect("read");
+    assert_eq!(written.len(), 30);
+    let size = segment.size();
+    drop(segment);
+    let (segment, recovery) = Segment::open(&path, 0).expect("open");
+    assert_eq!(recovery, None);
+    assert_eq!(segment.size(), size);
+    drop(segment);
+
+    // A frame torn inside the zeros is damage like any torn write.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last_start = size as usize - frame_len(payload(29).len());
+    bytes[last_start + 20..size as usize].fill(0);
+    std::fs::write(&path, &bytes).expect("write");
+    let (segment, recovery) = Segment::open(&path, 0).expect("open");
+    let recovery = recovery.expect("a torn frame is reported");
+    assert_eq!(recovery.valid_bytes, last_start as u64);
+    assert_eq!(segment.last().map(|h| h.index), Some(28));
+    drop(segment);
+
+    // Sealing cuts the file to its frames.
+    let (mut segment, _) = Segment::open(&path, 0).expect("open");
+    segment.set_zero_ahead(Mode::Always);
+    segment
+        .append(&batch(29, 87, 3, 29_000), &payload(29))
+        .expect("append");
+    segment.sync().expect("sync");
+    segment.write_index().expect("seal");
+    assert_eq!(
+        std::fs::metadata(&path).expect("stat").len(),
+        segment.size()
     );
 }
