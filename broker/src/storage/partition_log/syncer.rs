@@ -1,9 +1,13 @@
 //! Group commit for segment files: one thread fdatasyncs, once per round, every file
 //! that appends are waiting on (first writing a direct log's pending appends), then
 //! completes all those appends. Concurrent appends to a partition share one fsync;
-//! partitions share the thread.
+//! partitions share the thread. Files are synced, and their appends completed, in the
+//! order their first append was queued, so a partition that rolled to a new segment
+//! within a round has its older segment's appends reported first (Raft requires one
+//! log's flushes to be reported in order).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
@@ -62,15 +66,19 @@ impl SegmentSyncer {
 
 fn run(rx: mpsc::Receiver<(SyncTarget, Completion)>) {
     while let Ok(first) = rx.recv() {
-        let mut by_file: HashMap<usize, (SyncTarget, Vec<Completion>)> = HashMap::new();
+        // In order of first appearance, with a map from file to its place.
+        let mut by_file: Vec<(SyncTarget, Vec<Completion>)> = Vec::new();
+        let mut place: HashMap<usize, usize> = HashMap::new();
         for (file, done) in std::iter::once(first).chain(rx.try_iter()) {
-            by_file
-                .entry(file.key())
-                .or_insert_with(|| (file.clone(), Vec::new()))
-                .1
-                .push(done);
+            match place.entry(file.key()) {
+                Entry::Occupied(at) => by_file[*at.get()].1.push(done),
+                Entry::Vacant(at) => {
+                    at.insert(by_file.len());
+                    by_file.push((file, vec![done]));
+                }
+            }
         }
-        for (_, (file, waiters)) in by_file {
+        for (file, waiters) in by_file {
             let result = file.sync();
             if let Err(err) = &result {
                 tracing::error!(%err, "fdatasync of a segment failed");
@@ -82,5 +90,74 @@ fn run(rx: mpsc::Receiver<(SyncTarget, Completion)>) {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::sync::mpsc;
+
+    fn file_in(dir: &std::path::Path, name: &str) -> Arc<File> {
+        Arc::new(File::create(dir.join(name)).expect("create"))
+    }
+
+    #[test]
+    fn a_partitions_appends_complete_in_order_across_a_segment_roll() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer = SegmentSyncer::start();
+        let (tx, rx) = mpsc::channel::<(usize, u32)>();
+        const PARTITIONS: usize = 6;
+        const PER_PARTITION: u32 = 200;
+        // Each partition rolls to a second segment file half way.
+        let files: Vec<[Arc<File>; 2]> = (0..PARTITIONS)
+            .map(|s| {
+                [
+                    file_in(dir.path(), &format!("{s}-a")),
+                    file_in(dir.path(), &format!("{s}-b")),
+                ]
+            })
+            .collect();
+        for n in 0..PER_PARTITION {
+            for (partition, pair) in files.iter().enumerate() {
+                let file = &pair[usize::from(n >= PER_PARTITION / 2)];
+                (&**file).write_all(b"entry").expect("write");
+                let tx = tx.clone();
+                syncer.after_sync(SyncTarget::File(file.clone()), move |res| {
+                    res.expect("sync");
+                    tx.send((partition, n)).expect("send");
+                });
+            }
+        }
+        drop(tx);
+        drop(syncer);
+        let mut next = [0u32; PARTITIONS];
+        for (partition, n) in rx.iter() {
+            assert_eq!(
+                n, next[partition],
+                "partition {partition} completed out of order"
+            );
+            next[partition] += 1;
+        }
+        assert_eq!(next, [PER_PARTITION; PARTITIONS], "every append completed");
+    }
+
+    #[test]
+    fn dropping_the_last_handle_still_completes_what_was_queued() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let syncer = SegmentSyncer::start();
+        let (tx, rx) = mpsc::channel();
+        for partition in 0..20 {
+            let tx = tx.clone();
+            let file = file_in(dir.path(), &partition.to_string());
+            syncer.after_sync(SyncTarget::File(file), move |res| {
+                tx.send(res.is_ok()).expect("send");
+            });
+        }
+        drop(tx);
+        drop(syncer);
+        let results: Vec<bool> = rx.iter().collect();
+        assert_eq!(results, vec![true; 20]);
     }
 }
