@@ -97,7 +97,6 @@ fn run(rx: mpsc::Receiver<(SyncTarget, Completion)>) {
 mod tests {
     use super::*;
     use std::io::Write;
-    use std::sync::mpsc;
 
     fn file_in(dir: &std::path::Path, name: &str) -> Arc<File> {
         Arc::new(File::create(dir.join(name)).expect("create"))
