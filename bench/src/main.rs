@@ -21,7 +21,7 @@ use strait_client::{Client, ClientConfig, ClientError};
 use strait_tests::Cluster;
 
 use crate::produce::LoadArgs;
-use crate::stats::{Report, machine};
+use crate::stats::{Batching, Latency, Report, machine};
 use crate::usage::UsageProbe;
 
 #[derive(Parser)]
@@ -226,6 +226,8 @@ fn report(command: &str, settings: String, records: u64, bytes: u64, seconds: f6
         ack_latency_ms: None,
         e2e_latency_ms: None,
         errors: 0,
+        batching: None,
+        send_lag_ms: None,
         brokers: Vec::new(),
         limits: None,
         replication_factor: 0,
@@ -252,6 +254,14 @@ fn produced_report(
     );
     out.ack_latency_ms = Some(produced.latency.percentiles());
     out.errors = produced.errors;
+    let sent = &produced.sent;
+    out.batching = Some(Batching::new(
+        sent.requests,
+        sent.batches,
+        sent.records,
+        sent.batch_bytes,
+    ));
+    out.send_lag_ms = produced.send_lag.as_ref().map(Latency::percentiles);
     out.brokers = usage.finish();
     out.disk_same_volume_mb_per_sec = limits
         .as_ref()

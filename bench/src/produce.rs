@@ -11,7 +11,7 @@ use bytes::Bytes;
 use clap::Args;
 use strait_client::{
     Client, ClientError, Compression, DeliveryFuture, ProducerConfig, ProducerRecord,
-    partition_for_key,
+    ProducerStats, partition_for_key,
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
@@ -110,6 +110,11 @@ pub struct Produced {
     pub seconds: f64,
     pub latency: Latency,
     pub errors: u64,
+    /// Requests, batches and records the producers sent.
+    pub sent: ProducerStats,
+    /// At a fixed rate: how late each record was handed to the producer after its due
+    /// time (the load generator's own delay, part of every latency above).
+    pub send_lag: Option<Latency>,
 }
 
 /// Microseconds since the epoch: stamped into each value for end-to-end latency.
@@ -129,9 +134,14 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
     let producers = args.producers.max(1);
     let acked = Arc::new(AtomicU64::new(0));
     let acked_bytes = Arc::new(AtomicU64::new(0));
+    let slowest = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let deadline = args.duration.map(|s| started + Duration::from_secs(s));
-    let progress = tokio::spawn(progress(acked.clone(), acked_bytes.clone()));
+    let progress = tokio::spawn(progress(
+        acked.clone(),
+        acked_bytes.clone(),
+        slowest.clone(),
+    ));
     let partitions = client.topic(topic).await?.partitions.len().max(1) as u32;
     let mut tasks = Vec::new();
     for p in 0..producers {
@@ -146,8 +156,15 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
             ..ProducerConfig::default()
         });
         let (args, topic) = (args.clone(), topic.to_string());
-        let (acked, acked_bytes) = (acked.clone(), acked_bytes.clone());
-        tasks.push(tokio::spawn(async move {
+        let (acked, acked_bytes, slowest) = (acked.clone(), acked_bytes.clone(), slowest.clone());
+        // Each producer's load runs on a thread of its own (as in Kafka's producer
+        // perf tool), so the pacing of sends does not queue behind the runtime's
+        // other tasks (acknowledgement waiters, the consumer, connections). Its
+        // producer's partition workers still run on the runtime.
+        let runtime = tokio::runtime::Handle::current();
+        let (finished, task) = tokio::sync::oneshot::channel();
+        tasks.push(task);
+        let load = async move {
             // A partition acknowledges its records in the order they were sent, so one
             // task per partition awaits them in turn: each acknowledgement is seen as
             // soon as it arrives, with no polling of thousands of futures.
@@ -165,6 +182,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                         errors: 0,
                         acked: acked.clone(),
                         acked_bytes: acked_bytes.clone(),
+                        slowest: slowest.clone(),
                     },
                 )));
             }
@@ -176,6 +194,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
             let sticky = (args.batch_bytes / average.max(1)).max(1) as u64;
             let mut sent = 0u64;
             let mut filler = Filler::new(args.payload);
+            let mut send_lag = Latency::new();
             let start = Instant::now();
             loop {
                 let more = match deadline {
@@ -191,7 +210,12 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                 // At a fixed rate, record i is due at start + i / rate.
                 let due = if per_producer_rate > 0.0 {
                     let due = start + Duration::from_secs_f64(sent as f64 / per_producer_rate);
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                    // This thread is the load's own: the OS timer paces it, finer than
+                    // tokio's millisecond wheel, which fires late on a busy runtime.
+                    let early = due.saturating_duration_since(Instant::now());
+                    if !early.is_zero() {
+                        std::thread::sleep(early);
+                    }
                     due
                 } else {
                     Instant::now()
@@ -213,6 +237,9 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                 };
                 sent += 1;
                 let delivery = producer.send(&topic, record.partition(partition)).await;
+                if per_producer_rate > 0.0 {
+                    send_lag.record(due.elapsed());
+                }
                 // The waiter outlives the sender: this send cannot fail.
                 let _ = queues[partition as usize].send((due, size, delivery, permit));
             }
@@ -229,8 +256,13 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                     Err(_) => errors += 1,
                 }
             }
-            (latency, bytes, errors)
-        }));
+            (latency, bytes, errors, producer.stats(), send_lag)
+        };
+        std::thread::Builder::new()
+            .name(format!("strait-bench-producer-{p}"))
+            .spawn(move || {
+                let _ = finished.send(runtime.block_on(load));
+            })?;
     }
     let mut total = Produced {
         records: 0,
@@ -238,9 +270,18 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
         seconds: 0.0,
         latency: Latency::new(),
         errors: 0,
+        sent: ProducerStats::default(),
+        send_lag: (args.rate > 0.0).then(Latency::new),
     };
     for task in tasks {
-        let (latency, bytes, errors) = task.await?;
+        let (latency, bytes, errors, sent, send_lag) = task.await?;
+        if let Some(total) = &mut total.send_lag {
+            total.add(&send_lag);
+        }
+        total.sent.requests += sent.requests;
+        total.sent.batches += sent.batches;
+        total.sent.records += sent.records;
+        total.sent.batch_bytes += sent.batch_bytes;
         total.records += latency.len();
         total.latency.add(&latency);
         total.bytes += bytes;
@@ -258,13 +299,18 @@ struct Tally {
     errors: u64,
     acked: Arc<AtomicU64>,
     acked_bytes: Arc<AtomicU64>,
+    /// The slowest acknowledgement since the progress line last read it, in µs.
+    slowest: Arc<AtomicU64>,
 }
 
 impl Tally {
     fn count(&mut self, (due, size, result): (Instant, usize, Result<(), ClientError>)) {
         match result {
             Ok(()) => {
-                self.latency.record(due.elapsed());
+                let took = due.elapsed();
+                self.latency.record(took);
+                self.slowest
+                    .fetch_max(took.as_micros() as u64, Ordering::Relaxed);
                 self.bytes += size as u64;
                 self.acked.fetch_add(1, Ordering::Relaxed);
                 self.acked_bytes.fetch_add(size as u64, Ordering::Relaxed);
@@ -306,8 +352,9 @@ fn wall_micros(at: Instant) -> u64 {
     now_micros().saturating_sub(at.elapsed().as_micros() as u64)
 }
 
-/// Prints acknowledged records and bytes per second, every second.
-async fn progress(acked: Arc<AtomicU64>, bytes: Arc<AtomicU64>) {
+/// Prints acknowledged records and bytes per second, every second, and the slowest
+/// acknowledgement of that second (so a stall shows when it happened).
+async fn progress(acked: Arc<AtomicU64>, bytes: Arc<AtomicU64>, slowest: Arc<AtomicU64>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.tick().await;
     let (mut last_records, mut last_bytes) = (0u64, 0u64);
@@ -316,8 +363,9 @@ async fn progress(acked: Arc<AtomicU64>, bytes: Arc<AtomicU64>) {
         tick.tick().await;
         second += 1;
         let (records, total_bytes) = (acked.load(Ordering::Relaxed), bytes.load(Ordering::Relaxed));
+        let slowest_ms = slowest.swap(0, Ordering::Relaxed) as f64 / 1000.0;
         eprintln!(
-            "  [{second:>4} s] {:>9} records/s {:>8.1} MB/s  ({records} acknowledged)",
+            "  [{second:>4} s] {:>9} records/s {:>8.1} MB/s  max ack {slowest_ms:>7.1} ms  ({records} acknowledged)",
             records - last_records,
             (total_bytes - last_bytes) as f64 / 1e6
         );

@@ -68,6 +68,10 @@ pub struct Report {
     pub e2e_latency_ms: Option<Percentiles>,
     /// Produces that failed (counted; the first is printed).
     pub errors: u64,
+    /// How the producers batched (a produce run only).
+    pub batching: Option<Batching>,
+    /// At a fixed rate: due time to the hand-over of each record to the producer.
+    pub send_lag_ms: Option<Percentiles>,
     /// The brokers' CPU and memory over the run (brokers on this machine only).
     pub brokers: Vec<crate::usage::BrokerUsage>,
     /// The machine's limits measured in the same run (`--limits`).
@@ -78,6 +82,28 @@ pub struct Report {
     /// With limits, for a produce run: the disk probe's rate over as many bytes as the
     /// run wrote to the disk (records × RF), the disk's own figure for this volume.
     pub disk_same_volume_mb_per_sec: Option<f64>,
+}
+
+/// How the producers batched their records: produce requests and batches sent (a
+/// batch counts once however many attempts it took), and their average size.
+#[derive(Debug, Clone, Serialize)]
+pub struct Batching {
+    pub requests: u64,
+    pub batches: u64,
+    pub records_per_batch: f64,
+    pub bytes_per_batch: f64,
+}
+
+impl Batching {
+    pub fn new(requests: u64, batches: u64, records: u64, bytes: u64) -> Batching {
+        let per = |n: u64| n as f64 / batches.max(1) as f64;
+        Batching {
+            requests,
+            batches,
+            records_per_batch: per(records),
+            bytes_per_batch: per(bytes),
+        }
+    }
 }
 
 impl Report {
@@ -102,6 +128,7 @@ impl Report {
         for (name, p) in [
             ("ack latency", &self.ack_latency_ms),
             ("end-to-end latency", &self.e2e_latency_ms),
+            ("send lag, due to hand-over", &self.send_lag_ms),
         ] {
             if let Some(p) = p {
                 println!(
@@ -109,6 +136,15 @@ impl Report {
                     p.p50, p.p90, p.p99, p.p999, p.max, p.count
                 );
             }
+        }
+        if let Some(b) = &self.batching {
+            println!(
+                "batches: {} sent in {} requests, {:.1} records and {:.1} KB each on average",
+                b.batches,
+                b.requests,
+                b.records_per_batch,
+                b.bytes_per_batch / 1e3
+            );
         }
         if self.errors > 0 {
             println!("errors: {}", self.errors);

@@ -33,7 +33,7 @@ pub use client::{Client, ClientConfig};
 pub use consumer::{Consumer, ConsumerConfig, OffsetSpec, PartitionConsumer};
 pub use error::ClientError;
 pub use partitioner::partition_for_key;
-pub use producer::{DeliveryFuture, Producer, ProducerConfig};
+pub use producer::{DeliveryFuture, Producer, ProducerConfig, ProducerStats};
 pub use strait_proto::v1::ErrorCode;
 pub use strait_records::Compression;
 pub use types::{

@@ -17,6 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -101,9 +102,34 @@ impl Future for DeliveryFuture {
     }
 }
 
+/// What a producer has sent so far (Kafka's `records-per-request-avg` and
+/// `batch-size-avg`, from these). Requests count every attempt, retries included;
+/// batches and records count each batch once, whether it was acknowledged or failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProducerStats {
+    /// Produce requests sent.
+    pub requests: u64,
+    /// Batches built and sent (each once, however many attempts it took).
+    pub batches: u64,
+    /// Records in those batches.
+    pub records: u64,
+    /// Their encoded (compressed, if so configured) bytes.
+    pub batch_bytes: u64,
+}
+
+/// The counters behind [`ProducerStats`], shared by a producer's partition workers.
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    batches: AtomicU64,
+    records: AtomicU64,
+    batch_bytes: AtomicU64,
+}
+
 pub struct Producer {
     client: Client,
     config: ProducerConfig,
+    counters: Arc<Counters>,
     /// Topic → partition → that partition's worker queue.
     workers: Mutex<HashMap<String, HashMap<u32, mpsc::Sender<Pending>>>>,
     round_robin: RoundRobin,
@@ -117,6 +143,7 @@ impl Client {
         Producer {
             client: self.clone(),
             config,
+            counters: Arc::default(),
             workers: Mutex::new(HashMap::new()),
             round_robin: RoundRobin::default(),
             producer_id: Arc::new(OnceCell::new()),
@@ -165,6 +192,17 @@ impl Producer {
         Ok(DeliveryFuture { rx })
     }
 
+    /// Requests, batches and records sent so far.
+    pub fn stats(&self) -> ProducerStats {
+        let c = &self.counters;
+        ProducerStats {
+            requests: c.requests.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            records: c.records.load(Ordering::Relaxed),
+            batch_bytes: c.batch_bytes.load(Ordering::Relaxed),
+        }
+    }
+
     /// Sends one record and waits for its acknowledgement.
     pub async fn send_and_wait(
         &self,
@@ -189,6 +227,7 @@ impl Producer {
             Worker {
                 client: self.client.clone(),
                 config: self.config.clone(),
+                counters: self.counters.clone(),
                 topic: topic.to_string(),
                 partition,
                 producer_id: self.producer_id.clone(),
@@ -209,6 +248,7 @@ impl Producer {
 struct Worker {
     client: Client,
     config: ProducerConfig,
+    counters: Arc<Counters>,
     topic: String,
     partition: u32,
     /// The producer's id, shared by its workers.
@@ -404,6 +444,14 @@ impl Worker {
                 return;
             }
         };
+        let counters = &self.counters;
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters
+            .records
+            .fetch_add(u64::from(record_count), Ordering::Relaxed);
+        counters
+            .batch_bytes
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
         let deadline = Instant::now() + config.delivery_timeout;
         let request_timeout = client.config().request_timeout;
         let result = client
@@ -420,6 +468,7 @@ impl Worker {
                 };
                 let blocked = self.blocked(stamp);
                 async move {
+                    counters.requests.fetch_add(1, Ordering::Relaxed);
                     if let Some(err) = blocked {
                         return Err(err);
                     }

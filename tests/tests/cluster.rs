@@ -41,11 +41,20 @@ async fn produce_all(
             .await?;
         deliveries.push((value, delivery));
     }
+    let sent = deliveries.len() as u64;
     let mut acked = BTreeMap::new();
     for (value, delivery) in deliveries {
         let meta = delivery.await?;
         acked.insert((meta.partition, meta.offset), value);
     }
+    // Every record went out in exactly one batch; a retry is another request for it.
+    let stats = producer.stats();
+    assert_eq!(stats.records, sent, "records counted once each: {stats:?}");
+    assert!(
+        (1..=sent).contains(&stats.batches) && stats.requests >= stats.batches,
+        "{stats:?}"
+    );
+    assert!(stats.batch_bytes >= sent, "{stats:?}");
     Ok(acked)
 }
 
