@@ -157,14 +157,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
         });
         let (args, topic) = (args.clone(), topic.to_string());
         let (acked, acked_bytes, slowest) = (acked.clone(), acked_bytes.clone(), slowest.clone());
-        // Each producer's load runs on a thread of its own (as in Kafka's producer
-        // perf tool), so the pacing of sends does not queue behind the runtime's
-        // other tasks (acknowledgement waiters, the consumer, connections). Its
-        // producer's partition workers still run on the runtime.
-        let runtime = tokio::runtime::Handle::current();
-        let (finished, task) = tokio::sync::oneshot::channel();
-        tasks.push(task);
-        let load = async move {
+        tasks.push(tokio::spawn(async move {
             // A partition acknowledges its records in the order they were sent, so one
             // task per partition awaits them in turn: each acknowledgement is seen as
             // soon as it arrives, with no polling of thousands of futures.
@@ -210,12 +203,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                 // At a fixed rate, record i is due at start + i / rate.
                 let due = if per_producer_rate > 0.0 {
                     let due = start + Duration::from_secs_f64(sent as f64 / per_producer_rate);
-                    // This thread is the load's own: the OS timer paces it, finer than
-                    // tokio's millisecond wheel, which fires late on a busy runtime.
-                    let early = due.saturating_duration_since(Instant::now());
-                    if !early.is_zero() {
-                        std::thread::sleep(early);
-                    }
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
                     due
                 } else {
                     Instant::now()
@@ -257,12 +245,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                 }
             }
             (latency, bytes, errors, producer.stats(), send_lag)
-        };
-        std::thread::Builder::new()
-            .name(format!("strait-bench-producer-{p}"))
-            .spawn(move || {
-                let _ = finished.send(runtime.block_on(load));
-            })?;
+        }));
     }
     let mut total = Produced {
         records: 0,
