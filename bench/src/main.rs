@@ -7,6 +7,7 @@
 mod consume;
 mod fault;
 mod limits;
+mod pacer;
 mod payload;
 mod produce;
 mod stats;
@@ -254,13 +255,7 @@ fn produced_report(
     );
     out.ack_latency_ms = Some(produced.latency.percentiles());
     out.errors = produced.errors;
-    let sent = &produced.sent;
-    out.batching = Some(Batching::new(
-        sent.requests,
-        sent.batches,
-        sent.records,
-        sent.batch_bytes,
-    ));
+    out.batching = Some(Batching::new(&produced.sent));
     out.send_lag_ms = produced.send_lag.as_ref().map(Latency::percentiles);
     out.brokers = usage.finish();
     out.disk_same_volume_mb_per_sec = limits

@@ -15,6 +15,7 @@ use strait_client::{
 };
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::pacer::Pacer;
 use crate::payload::{Filler, Payload};
 use crate::stats::Latency;
 
@@ -188,6 +189,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
             let mut sent = 0u64;
             let mut filler = Filler::new(args.payload);
             let mut send_lag = Latency::new();
+            let pacer = (per_producer_rate > 0.0).then(Pacer::new).transpose()?;
             let start = Instant::now();
             loop {
                 let more = match deadline {
@@ -203,7 +205,9 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                 // At a fixed rate, record i is due at start + i / rate.
                 let due = if per_producer_rate > 0.0 {
                     let due = start + Duration::from_secs_f64(sent as f64 / per_producer_rate);
-                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                    if let Some(pacer) = &pacer {
+                        pacer.sleep_until(due).await?;
+                    }
                     due
                 } else {
                     Instant::now()
@@ -244,7 +248,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                     Err(_) => errors += 1,
                 }
             }
-            (latency, bytes, errors, producer.stats(), send_lag)
+            anyhow::Ok((latency, bytes, errors, producer.stats(), send_lag))
         }));
     }
     let mut total = Produced {
@@ -257,14 +261,11 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
         send_lag: (args.rate > 0.0).then(Latency::new),
     };
     for task in tasks {
-        let (latency, bytes, errors, sent, send_lag) = task.await?;
+        let (latency, bytes, errors, sent, send_lag) = task.await??;
         if let Some(total) = &mut total.send_lag {
             total.add(&send_lag);
         }
-        total.sent.requests += sent.requests;
-        total.sent.batches += sent.batches;
-        total.sent.records += sent.records;
-        total.sent.batch_bytes += sent.batch_bytes;
+        total.sent += sent;
         total.records += latency.len();
         total.latency.add(&latency);
         total.bytes += bytes;

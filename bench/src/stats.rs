@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use strait_client::ProducerStats;
 
 /// Percentiles of one latency histogram, in milliseconds.
 #[derive(Debug, Clone, Serialize)]
@@ -95,13 +96,13 @@ pub struct Batching {
 }
 
 impl Batching {
-    pub fn new(requests: u64, batches: u64, records: u64, bytes: u64) -> Batching {
-        let per = |n: u64| n as f64 / batches.max(1) as f64;
+    pub fn new(sent: &ProducerStats) -> Batching {
+        let per = |n: u64| n as f64 / sent.batches.max(1) as f64;
         Batching {
-            requests,
-            batches,
-            records_per_batch: per(records),
-            bytes_per_batch: per(bytes),
+            requests: sent.requests,
+            batches: sent.batches,
+            records_per_batch: per(sent.records),
+            bytes_per_batch: per(sent.batch_bytes),
         }
     }
 }

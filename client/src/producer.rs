@@ -117,6 +117,16 @@ pub struct ProducerStats {
     pub batch_bytes: u64,
 }
 
+impl std::ops::AddAssign for ProducerStats {
+    /// Sums the stats of several producers.
+    fn add_assign(&mut self, other: ProducerStats) {
+        self.requests += other.requests;
+        self.batches += other.batches;
+        self.records += other.records;
+        self.batch_bytes += other.batch_bytes;
+    }
+}
+
 /// The counters behind [`ProducerStats`], shared by a producer's partition workers.
 #[derive(Debug, Default)]
 struct Counters {
@@ -468,11 +478,11 @@ impl Worker {
                 };
                 let blocked = self.blocked(stamp);
                 async move {
-                    counters.requests.fetch_add(1, Ordering::Relaxed);
                     if let Some(err) = blocked {
                         return Err(err);
                     }
                     let mut rpc = client.data_client(&addr)?;
+                    counters.requests.fetch_add(1, Ordering::Relaxed);
                     let mut request = tonic::Request::new(request);
                     request.set_timeout(request_timeout + Duration::from_secs(1));
                     rpc.produce(request)
