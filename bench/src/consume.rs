@@ -90,12 +90,14 @@ pub struct Followers {
 }
 
 impl Followers {
-    /// Starts `consumers` consumers at the current end of every partition.
+    /// Starts `consumers` consumers at the current end of every partition. Records
+    /// stamped before `measured_from` (µs since the epoch) are read but not timed.
     pub async fn start(
         client: &Client,
         topic: &str,
         partitions: u32,
         consumers: u32,
+        measured_from: u64,
     ) -> anyhow::Result<Followers> {
         let consumers = consumers.clamp(1, partitions.max(1));
         let stop = Arc::new(AtomicBool::new(false));
@@ -117,7 +119,13 @@ impl Followers {
                 )
                 .await?;
                 let (client, topic, stop) = (client.clone(), topic.to_string(), stop.clone());
-                tasks.push(tokio::spawn(follow(client, topic, vec![reader], stop)));
+                tasks.push(tokio::spawn(follow(
+                    client,
+                    topic,
+                    vec![reader],
+                    stop,
+                    measured_from,
+                )));
             }
         }
         Ok(Followers { stop, tasks })
@@ -149,6 +157,7 @@ async fn follow(
     topic: String,
     mut readers: Vec<PartitionConsumer>,
     stop: Arc<AtomicBool>,
+    measured_from: u64,
 ) -> anyhow::Result<Consumed> {
     let mut done = Consumed {
         records: 0,
@@ -177,7 +186,7 @@ async fn follow(
         for reader in &mut readers {
             for record in reader.poll().await? {
                 let now = now_micros();
-                if let Some(sent) = stamp_of(&record.value) {
+                if let Some(sent) = stamp_of(&record.value).filter(|&t| t >= measured_from) {
                     done.latency
                         .record(Duration::from_micros(now.saturating_sub(sent)));
                 }

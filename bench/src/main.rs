@@ -372,9 +372,16 @@ async fn main() -> anyhow::Result<()> {
                 load.describe()
             );
             eprintln!("strait-bench e2e: {settings}; machine {}", machine());
-            let followers =
-                consume::Followers::start(&client, &target.topic, target.partitions, consumers)
-                    .await?;
+            // The producers' warm-up, on the clock stamped into each value.
+            let measured_from = produce::now_micros() + load.warmup * 1_000_000;
+            let followers = consume::Followers::start(
+                &client,
+                &target.topic,
+                target.partitions,
+                consumers,
+                measured_from,
+            )
+            .await?;
             let usage = probe(&cluster);
             let produced = produce::run(&client, &target.topic, &load).await?;
             let consumed = followers.finish().await?;

@@ -59,6 +59,10 @@ pub struct LoadArgs {
     /// Batch compression: none, lz4 or zstd.
     #[arg(long, default_value = "none", value_parser = parse_compression)]
     pub compression: Compression,
+    /// Seconds at the start whose records are sent but left out of the latency
+    /// figures (OpenMessaging Benchmark's warm-up). Throughput counts the whole run.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
     /// What values hold after their send time: synthetic log lines, or random bytes.
     #[arg(long, value_enum, default_value_t = Payload::Text)]
     pub payload: Payload,
@@ -91,8 +95,13 @@ impl LoadArgs {
         } else {
             "not idempotent".to_string()
         };
+        let warmup = if self.warmup > 0 {
+            format!("; latency from {} s in (warm-up)", self.warmup)
+        } else {
+            String::new()
+        };
         format!(
-            "{amount} of {sizes} ({:?} payload); {} producer(s), in-flight {}, linger {} ms, batch {} B, compression {}, {idempotence}; {rate}; {} keys",
+            "{amount} of {sizes} ({:?} payload); {} producer(s), in-flight {}, linger {} ms, batch {} B, compression {}, {idempotence}; {rate}; {} keys{warmup}",
             self.payload,
             self.producers,
             self.in_flight,
@@ -137,6 +146,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
     let acked_bytes = Arc::new(AtomicU64::new(0));
     let slowest = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let measured_from = started + Duration::from_secs(args.warmup);
     let deadline = args.duration.map(|s| started + Duration::from_secs(s));
     let progress = tokio::spawn(progress(
         acked.clone(),
@@ -172,6 +182,8 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                     rx,
                     Tally {
                         latency: Latency::new(),
+                        measured_from,
+                        records: 0,
                         bytes: 0,
                         errors: 0,
                         acked: acked.clone(),
@@ -229,18 +241,19 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                 };
                 sent += 1;
                 let delivery = producer.send(&topic, record.partition(partition)).await;
-                if per_producer_rate > 0.0 {
+                if per_producer_rate > 0.0 && due >= measured_from {
                     send_lag.record(due.elapsed());
                 }
                 // The waiter outlives the sender: this send cannot fail.
                 let _ = queues[partition as usize].send((due, size, delivery, permit));
             }
             drop(queues);
-            let (mut latency, mut bytes, mut errors) = (Latency::new(), 0, 0);
+            let (mut latency, mut records, mut bytes, mut errors) = (Latency::new(), 0, 0, 0);
             for waiter in waiters {
                 match waiter.await {
                     Ok(tally) => {
                         latency.add(&tally.latency);
+                        records += tally.records;
                         bytes += tally.bytes;
                         errors += tally.errors;
                     }
@@ -248,7 +261,7 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
                     Err(_) => errors += 1,
                 }
             }
-            anyhow::Ok((latency, bytes, errors, producer.stats(), send_lag))
+            anyhow::Ok((latency, records, bytes, errors, producer.stats(), send_lag))
         }));
     }
     let mut total = Produced {
@@ -261,12 +274,12 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
         send_lag: (args.rate > 0.0).then(Latency::new),
     };
     for task in tasks {
-        let (latency, bytes, errors, sent, send_lag) = task.await??;
+        let (latency, records, bytes, errors, sent, send_lag) = task.await??;
         if let Some(total) = &mut total.send_lag {
             total.add(&send_lag);
         }
         total.sent += sent;
-        total.records += latency.len();
+        total.records += records;
         total.latency.add(&latency);
         total.bytes += bytes;
         total.errors += errors;
@@ -279,6 +292,9 @@ pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Resul
 /// One producer's tally of finished sends, also reported to the progress line.
 struct Tally {
     latency: Latency,
+    /// Records due before this are counted but not timed (the warm-up).
+    measured_from: Instant,
+    records: u64,
     bytes: u64,
     errors: u64,
     acked: Arc<AtomicU64>,
@@ -292,7 +308,10 @@ impl Tally {
         match result {
             Ok(()) => {
                 let took = due.elapsed();
-                self.latency.record(took);
+                if due >= self.measured_from {
+                    self.latency.record(took);
+                }
+                self.records += 1;
                 self.slowest
                     .fetch_max(took.as_micros() as u64, Ordering::Relaxed);
                 self.bytes += size as u64;

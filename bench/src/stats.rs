@@ -35,10 +35,6 @@ impl Latency {
         let _ = self.0.add(&other.0);
     }
 
-    pub fn len(&self) -> u64 {
-        self.0.len()
-    }
-
     pub fn percentiles(&self) -> Percentiles {
         let q = |q: f64| self.0.value_at_quantile(q) as f64 / 1000.0;
         Percentiles {
