@@ -306,7 +306,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("strait-bench produce: {settings}; machine {}", machine());
             let usage = probe(&cluster);
             let (produced, faulted) = tokio::join!(
-                produce::run(&client, &target.topic, &load),
+                produce::run(&client, &target.topic, &load, load.warmup_end()),
                 fault::run(fault, cluster.as_mut(), &client, &target.topic)
             );
             let produced = produced?;
@@ -332,7 +332,7 @@ async fn main() -> anyhow::Result<()> {
                     duration: None,
                     ..load
                 };
-                produce::run(&client, &target.topic, &fill).await?;
+                produce::run(&client, &target.topic, &fill, fill.warmup_end()).await?;
             }
             let settings = format!(
                 "{}; {consumers} consumer(s), {fetch_bytes} B per fetch, from the start",
@@ -372,18 +372,19 @@ async fn main() -> anyhow::Result<()> {
                 load.describe()
             );
             eprintln!("strait-bench e2e: {settings}; machine {}", machine());
-            // The producers' warm-up, on the clock stamped into each value.
-            let measured_from = produce::now_micros() + load.warmup * 1_000_000;
+            // One warm-up for both: the consumers compare it with the due time stamped
+            // into each value.
+            let measured_from = load.warmup_end();
             let followers = consume::Followers::start(
                 &client,
                 &target.topic,
                 target.partitions,
                 consumers,
-                measured_from,
+                produce::wall_micros(measured_from),
             )
             .await?;
             let usage = probe(&cluster);
-            let produced = produce::run(&client, &target.topic, &load).await?;
+            let produced = produce::run(&client, &target.topic, &load, measured_from).await?;
             let consumed = followers.finish().await?;
             let mut out = produced_report("e2e", settings, &produced, &target, &usage, limits);
             out.e2e_latency_ms = Some(consumed.latency.percentiles());

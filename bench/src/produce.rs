@@ -73,6 +73,11 @@ fn parse_compression(name: &str) -> Result<Compression, String> {
 }
 
 impl LoadArgs {
+    /// When the warm-up ends if the load starts now: records due from then on are timed.
+    pub fn warmup_end(&self) -> Instant {
+        Instant::now() + Duration::from_secs(self.warmup)
+    }
+
     pub fn describe(&self) -> String {
         let sizes = match &self.record_sizes {
             Some(mix) => format!("sizes {mix:?} B"),
@@ -139,14 +144,19 @@ pub fn stamp_of(value: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(value.get(..8)?.try_into().ok()?))
 }
 
-/// Runs the load against `topic`; prints a progress line every second.
-pub async fn run(client: &Client, topic: &str, args: &LoadArgs) -> anyhow::Result<Produced> {
+/// Runs the load against `topic`, timing the records due from `measured_from` on
+/// ([`LoadArgs::warmup_end`]); prints a progress line every second.
+pub async fn run(
+    client: &Client,
+    topic: &str,
+    args: &LoadArgs,
+    measured_from: Instant,
+) -> anyhow::Result<Produced> {
     let producers = args.producers.max(1);
     let acked = Arc::new(AtomicU64::new(0));
     let acked_bytes = Arc::new(AtomicU64::new(0));
     let slowest = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let measured_from = started + Duration::from_secs(args.warmup);
     let deadline = args.duration.map(|s| started + Duration::from_secs(s));
     let progress = tokio::spawn(progress(
         acked.clone(),
@@ -350,9 +360,13 @@ async fn await_in_order(mut rx: mpsc::UnboundedReceiver<InFlight>, mut tally: Ta
     tally
 }
 
-/// `at` as microseconds since the epoch (for a moment not long ago).
-fn wall_micros(at: Instant) -> u64 {
-    now_micros().saturating_sub(at.elapsed().as_micros() as u64)
+/// `at` as microseconds since the epoch (for a moment not long ago, or soon).
+pub fn wall_micros(at: Instant) -> u64 {
+    let now = Instant::now();
+    match at.checked_duration_since(now) {
+        Some(ahead) => now_micros() + ahead.as_micros() as u64,
+        None => now_micros().saturating_sub(now.duration_since(at).as_micros() as u64),
+    }
 }
 
 /// Prints acknowledged records and bytes per second, every second, and the slowest
