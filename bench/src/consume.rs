@@ -44,7 +44,7 @@ pub async fn backlog(
             let (client, topic) = (client.clone(), topic.to_string());
             tasks.push(tokio::spawn(async move {
                 let (mut records, mut bytes) = (0u64, 0u64);
-                let (_, end) = client.list_offsets(&topic, partition).await?;
+                let (start, end) = client.list_offsets(&topic, partition).await?;
                 let config = ConsumerConfig {
                     max_bytes: fetch_bytes,
                     ..ConsumerConfig::default()
@@ -57,11 +57,27 @@ pub async fn backlog(
                     config,
                 )
                 .await?;
+                // Every offset of [start, end) must arrive once, in order: a gap is
+                // a lost record, not a faster read.
+                let mut expected = consumer.position();
                 while consumer.position() < end {
                     for record in consumer.poll().await? {
+                        if record.offset != expected {
+                            anyhow::bail!(
+                                "partition {partition}: expected offset {expected}, got {} \
+                                 (log {start}..{end})",
+                                record.offset
+                            );
+                        }
+                        expected += 1;
                         records += 1;
                         bytes += record.value.len() as u64;
                     }
+                }
+                if records != end - start {
+                    anyhow::bail!(
+                        "partition {partition}: read {records} records of log {start}..{end}"
+                    );
                 }
                 anyhow::Ok((records, bytes))
             }));

@@ -363,6 +363,16 @@ impl PartitionLog {
     /// Appends an entry, assigning its base offset; rolls first when the active segment
     /// is full or old. Not synced: call [`PartitionLog::sync`].
     pub fn append(&mut self, entry: NewEntry<'_>, now_ms: i64) -> io::Result<BatchHeader> {
+        // Each segment checks its own entries; this also covers the first entry of a
+        // new segment.
+        if let Some(last) = self.last()
+            && entry.index != last.index + 1
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("append of index {} after {}", entry.index, last.index),
+            ));
+        }
         let header = BatchHeader {
             term: entry.term,
             leader_node: entry.leader_node,
@@ -449,7 +459,7 @@ impl PartitionLog {
             if out.full() || segment.first().is_some_and(|h| h.index >= end) {
                 break;
             }
-            if !out.extend(segment.read_indexes(start, end, out.remaining())?) {
+            if !out.extend(segment, segment.read_indexes(start, end, out.remaining())?) {
                 break;
             }
         }
@@ -476,7 +486,7 @@ impl PartitionLog {
             if out.full() {
                 break;
             }
-            if !out.extend(segment.read_offsets(offset, out.remaining())?) {
+            if !out.extend(segment, segment.read_offsets(offset, out.remaining())?) {
                 break;
             }
         }
@@ -619,8 +629,14 @@ impl Budgeted {
         self.max.saturating_sub(self.used)
     }
 
-    /// Adds batches while they fit; returns false once one did not.
-    fn extend(&mut self, batches: Vec<StoredBatch>) -> bool {
+    /// Adds the batches read from `segment` while they fit. Returns whether the read
+    /// may go on into the next segment: only when every batch fitted and the segment
+    /// was read to its end. A segment's read stops early when its budget ran out, and
+    /// going on into the next one would leave out the rest of this one.
+    fn extend(&mut self, segment: &Segment, batches: Vec<StoredBatch>) -> bool {
+        let read_to_end = batches
+            .last()
+            .is_none_or(|b| segment.last().is_some_and(|l| l.index == b.header.index));
         for batch in batches {
             let len = batch.payload.len();
             if !self.batches.is_empty() && self.used + len > self.max {
@@ -629,7 +645,7 @@ impl Budgeted {
             self.used += len;
             self.batches.push(batch);
         }
-        true
+        read_to_end
     }
 }
 
