@@ -605,11 +605,14 @@ async fn topic_configs_are_validated_shown_altered_and_roll_segments() -> anyhow
     );
 
     // Small segments roll on every replica.
-    // One record per request, so that each is its own batch (4 KiB holds ~15 of them).
+    // One record per request, so that each is its own batch (4 KiB holds 5 to 40 of
+    // them): batches of different sizes, so that a read stopping for its budget leaves
+    // room that the next segment's first batch could take.
     let producer = client.producer(Default::default());
-    for i in 0..100 {
+    for i in 0..100usize {
+        let width = 50 + (i * 337) % 700;
         producer
-            .send_and_wait("rolled", ProducerRecord::new(format!("{i:0>200}")))
+            .send_and_wait("rolled", ProducerRecord::new(format!("{i:0>width$}")))
             .await?;
     }
     for broker in &cluster.brokers {
@@ -633,6 +636,18 @@ async fn topic_configs_are_validated_shown_altered_and_roll_segments() -> anyhow
     let read = read_topic(&client, "rolled").await?;
     assert_eq!(read.len(), 100);
     assert_contiguous(&read);
+    // Fetches smaller than a segment stop inside it and go on where they stopped.
+    let config = ConsumerConfig {
+        max_bytes: 1500,
+        ..ConsumerConfig::default()
+    };
+    let mut consumer =
+        PartitionConsumer::new(client.clone(), "rolled", 0, OffsetSpec::Earliest, config).await?;
+    let mut offsets = Vec::new();
+    while consumer.position() < 100 {
+        offsets.extend(consumer.poll().await?.iter().map(|r| r.offset));
+    }
+    assert_eq!(offsets, (0..100).collect::<Vec<u64>>());
 
     // alter-config sets and resets overrides; bad values are refused.
     let out = strait(&[
