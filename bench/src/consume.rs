@@ -57,19 +57,10 @@ pub async fn backlog(
                     config,
                 )
                 .await?;
-                // Every offset of [start, end) must arrive once, in order: a gap is
-                // a lost record, not a faster read.
-                let mut expected = consumer.position();
                 while consumer.position() < end {
+                    let mut expected = consumer.position();
                     for record in consumer.poll().await? {
-                        if record.offset != expected {
-                            anyhow::bail!(
-                                "partition {partition}: expected offset {expected}, got {} \
-                                 (log {start}..{end})",
-                                record.offset
-                            );
-                        }
-                        expected += 1;
+                        next_in_order(partition, &mut expected, record.offset)?;
                         records += 1;
                         bytes += record.value.len() as u64;
                     }
@@ -200,7 +191,9 @@ async fn follow(
             return Ok(done);
         }
         for reader in &mut readers {
+            let mut expected = reader.position();
             for record in reader.poll().await? {
+                next_in_order(reader.partition(), &mut expected, record.offset)?;
                 let now = now_micros();
                 if let Some(sent) = stamp_of(&record.value).filter(|&t| t >= measured_from) {
                     done.latency
@@ -211,4 +204,14 @@ async fn follow(
             }
         }
     }
+}
+
+/// Checks that a consumer got `offset` where it expected the next one: every offset
+/// must arrive once, in order, since a gap is a lost record, not a faster read.
+fn next_in_order(partition: u32, expected: &mut u64, offset: u64) -> anyhow::Result<()> {
+    if offset != *expected {
+        anyhow::bail!("partition {partition}: expected offset {expected}, got {offset}");
+    }
+    *expected += 1;
+    Ok(())
 }
