@@ -1,8 +1,9 @@
 //! Crash durability of the segment store: brokers are killed with SIGKILL while
 //! producers write, over several rounds, then every acknowledged record must be read
 //! back at its acknowledged offset, and nothing unreadable or unknown may be served.
-//! Brokers 1 and 2 write with `--direct-io` (bypassing the page cache), broker 3
-//! through it, so that both ways of writing are killed mid-append.
+//! Brokers 1 and 2 write with direct I/O (bypassing the page cache, the default),
+//! broker 3 through it (`--direct-io=false`), so that both ways of writing are killed
+//! mid-append.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -73,11 +74,9 @@ async fn per_partition(acked: &Acked) -> [usize; 3] {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_rounds_of_kill9_during_produce() -> anyhow::Result<()> {
     let mut options = ClusterOptions::default();
-    for id in [1, 2] {
-        options
-            .extra_args
-            .insert(id, vec!["--direct-io".to_string()]);
-    }
+    options
+        .extra_args
+        .insert(3, vec!["--direct-io=false".to_string()]);
     let mut cluster = Cluster::start_with(3, options).await?;
     let client = cluster.client().await?;
     client.create_topic("crashy", 3, 3).await?;
