@@ -191,7 +191,7 @@ fn measure_limits(target: &Target) -> anyhow::Result<Option<limits::Limits>> {
     if !target.limits {
         return Ok(None);
     }
-    eprintln!("measuring the machine's limits (about 45 s)");
+    eprintln!("measuring the machine's limits (about 25 s)");
     Ok(Some(limits::measure(&std::env::temp_dir())?))
 }
 
@@ -232,7 +232,6 @@ fn report(command: &str, settings: String, records: u64, bytes: u64, seconds: f6
         brokers: Vec::new(),
         limits: None,
         replication_factor: 0,
-        disk_same_volume_mb_per_sec: None,
     }
 }
 
@@ -258,9 +257,6 @@ fn produced_report(
     out.batching = Some(Batching::new(&produced.sent));
     out.send_lag_ms = produced.send_lag.as_ref().map(Latency::percentiles);
     out.brokers = usage.finish();
-    out.disk_same_volume_mb_per_sec = limits
-        .as_ref()
-        .map(|l| l.disk_mb_per_sec_for(produced.bytes * u64::from(target.replicas)));
     out.limits = limits;
     out.replication_factor = target.replicas;
     out

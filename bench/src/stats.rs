@@ -76,9 +76,6 @@ pub struct Report {
     /// Replicas per partition, for the share of the disk a produce run used (0: not a
     /// produce run).
     pub replication_factor: u32,
-    /// With limits, for a produce run: the disk probe's rate over as many bytes as the
-    /// run wrote to the disk (records × RF), the disk's own figure for this volume.
-    pub disk_same_volume_mb_per_sec: Option<f64>,
 }
 
 /// How the producers batched their records: produce requests and batches sent (a
@@ -150,21 +147,19 @@ impl Report {
             println!("limits: {}", limits.describe());
             let rf = f64::from(self.replication_factor.max(1));
             if self.replication_factor > 0 {
-                let burst = limits.disk_write_fdatasync_mb_per_sec / rf;
-                let sustained = limits.disk_sustained_write_fdatasync_mb_per_sec / rf;
-                println!(
-                    "share of disk write+fdatasync / RF (every replica on this one disk): {:.0}% of the burst {burst:.0} MB/s, {:.0}% of the sustained {sustained:.0} MB/s",
-                    100.0 * self.mb_per_sec / burst,
-                    100.0 * self.mb_per_sec / sustained,
+                let own = limits.disk_write_fdatasync_mb_per_sec / rf;
+                let mut line = format!(
+                    "share of disk write+fdatasync / RF (every replica on this one disk): {:.0}% of the disk's own {own:.0} MB/s (O_DIRECT)",
+                    100.0 * self.mb_per_sec / own
                 );
-                if let Some(same) = self.disk_same_volume_mb_per_sec {
-                    println!(
-                        "share of the disk's rate for the same volume ({:.1} GB written by all replicas, the probe's first {0:.1} GB at {same:.0} MB/s) / RF: {:.0}% of {:.0} MB/s",
-                        self.bytes as f64 * rf / 1e9,
-                        100.0 * self.mb_per_sec / (same / rf),
-                        same / rf,
-                    );
+                if let Some(cached) = limits.page_cache_write_fdatasync_mb_per_sec {
+                    let cached = cached / rf;
+                    line.push_str(&format!(
+                        ", {:.0}% of {cached:.0} MB/s through the page cache",
+                        100.0 * self.mb_per_sec / cached
+                    ));
                 }
+                println!("{line}");
             }
         }
         if !self.brokers.is_empty() {
