@@ -34,7 +34,7 @@ struct Args {
     /// Keep the history, data and broker logs even when every check holds.
     #[arg(long)]
     keep: bool,
-    /// One more flag for every broker (repeatable, e.g. `--broker-arg=--direct-io`).
+    /// One more flag for every broker (repeatable, e.g. `--broker-arg=--direct-io=false`).
     #[arg(long = "broker-arg", allow_hyphen_values = true)]
     broker_args: Vec<String>,
 }
