@@ -16,25 +16,35 @@ fn payload(index: u64) -> Vec<u8> {
 
 /// Entry 0 is a membership entry, every other one a batch of two records.
 fn append(log: &mut PartitionLog, index: u64, ts: i64) {
-    let bytes = payload(index);
     let (kind, count) = if index == 0 {
         (EntryKind::Membership, 0)
     } else {
         (EntryKind::Records, 2)
     };
+    append_entry(log, index, kind, count, ts, &payload(index));
+}
+
+fn append_entry(
+    log: &mut PartitionLog,
+    index: u64,
+    kind: EntryKind,
+    record_count: u32,
+    ts: i64,
+    payload: &[u8],
+) {
     log.append(
         NewEntry {
             term: 1,
             leader_node: 1,
             index,
             kind,
-            record_count: count,
+            record_count,
             first_timestamp: ts,
             max_timestamp: ts,
             producer_id: 0,
             base_sequence: 0,
             compression: 0,
-            payload: &bytes,
+            payload,
         },
         ts,
     )
@@ -383,23 +393,7 @@ fn budgeted_reads_return_every_offset_and_index_across_segments() {
     let last = 3000u64;
     for index in 1..=last {
         let bytes = vec![7u8; 100 + (index as usize * 7919) % 3000];
-        log.append(
-            NewEntry {
-                term: 1,
-                leader_node: 1,
-                index,
-                kind: EntryKind::Records,
-                record_count: 1,
-                first_timestamp: 0,
-                max_timestamp: 0,
-                producer_id: 0,
-                base_sequence: 0,
-                compression: 0,
-                payload: &bytes,
-            },
-            0,
-        )
-        .expect("append");
+        append_entry(&mut log, index, EntryKind::Records, 1, 0, &bytes);
     }
     log.sync().expect("sync");
     assert!(log.segment_count() > 3, "{} segments", log.segment_count());
