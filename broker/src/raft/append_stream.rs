@@ -61,10 +61,14 @@ pub struct SessionLinks {
 /// Runs one replication session of `group` to broker `target`: sends `input` and returns
 /// the replies, in order.
 ///
-/// The gRPC stream opens when the first request comes, if the peer's lane has a permit
-/// left, and closes once it has been idle for [`IDLE_CLOSE`] with every request
-/// answered (openraft then starts a new session), so that idle groups hold no HTTP/2
-/// stream. Without a permit, requests go one at a time as unary calls until one frees.
+/// A session starts with unary calls, one request at a time. Once it has sent
+/// [`STREAM_AFTER`] of them within [`BUSY_WINDOW`], a group busy enough for
+/// pipelining to pay, the gRPC stream opens if the peer's lane has a permit left (else
+/// the calls go on, and the next request tries again). A stream closes once it has been
+/// idle for [`IDLE_CLOSE`] with every request answered (openraft then starts a new
+/// session), so that idle groups hold no HTTP/2 stream. A group that writes now and
+/// then (one of many partitions) would otherwise open a stream for each write and close
+/// it a second later, which costs more than the unary call.
 /// Each request must be answered within `ttl` of being sent (checked at least every
 /// `ttl`, so a late reply is noticed within `2 × ttl`); otherwise the session fails as
 /// `Unreachable`, as a unary call would.
@@ -90,15 +94,41 @@ where
             target,
             ttl,
         };
-        let replies = futures::stream::unfold(Some(Phase::Waiting(input)), move |phase| {
-            session.clone().next_reply(phase)
-        });
+        let first = Phase::Waiting {
+            input,
+            unary: UnaryRate::default(),
+        };
+        let replies =
+            futures::stream::unfold(Some(first), move |phase| session.clone().next_reply(phase));
         Ok(Box::pin(replies) as Replies<'s, C>)
     })
 }
 
 /// Idle time after which a replication stream with nothing unanswered closes.
 pub const IDLE_CLOSE: Duration = Duration::from_secs(1);
+/// Unary requests within [`BUSY_WINDOW`] after which a session opens its stream.
+const STREAM_AFTER: u32 = 8;
+const BUSY_WINDOW: Duration = Duration::from_secs(1);
+
+/// How many unary requests a session sent in its current window of [`BUSY_WINDOW`].
+#[derive(Default)]
+struct UnaryRate {
+    window: Option<(Instant, u32)>,
+}
+
+impl UnaryRate {
+    /// Counts a request about to be sent; true once the session is busy enough for a
+    /// stream.
+    fn busy_after_one_more(&mut self) -> bool {
+        let now = Instant::now();
+        let (start, count) = match self.window {
+            Some((start, count)) if now.duration_since(start) < BUSY_WINDOW => (start, count + 1),
+            _ => (now, 1),
+        };
+        self.window = Some((start, count));
+        count > STREAM_AFTER
+    }
+}
 
 #[derive(Clone)]
 struct Session {
@@ -110,7 +140,10 @@ struct Session {
 
 /// Where a session is: waiting for a request with no stream open, or streaming.
 enum Phase<S> {
-    Waiting(S),
+    Waiting {
+        input: S,
+        unary: UnaryRate,
+    },
     Streaming {
         replies: Box<Streaming<RaftMessage>>,
         sent: SendTimes,
@@ -133,18 +166,25 @@ impl Session {
         S: Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
     {
         match phase? {
-            Phase::Waiting(mut input) => {
+            Phase::Waiting {
+                mut input,
+                mut unary,
+            } => {
                 let first = input.next().await?;
-                match self.links.permits.clone().try_acquire_owned() {
-                    Ok(permit) => match self.open_stream(first, input).await {
+                let permit = match unary.busy_after_one_more() {
+                    true => self.links.permits.clone().try_acquire_owned().ok(),
+                    false => None,
+                };
+                match permit {
+                    Some(permit) => match self.open_stream(first, input).await {
                         Ok((replies, sent)) => {
                             self.read_reply(Box::new(replies), sent, permit).await
                         }
                         Err(err) => Some((Err(err), None)),
                     },
-                    Err(_) => {
+                    None => {
                         let reply = self.unary(first).await;
-                        let next = reply.is_ok().then_some(Phase::Waiting(input));
+                        let next = reply.is_ok().then_some(Phase::Waiting { input, unary });
                         Some((reply, next))
                     }
                 }
@@ -265,7 +305,7 @@ impl Session {
         }
     }
 
-    /// Sends one request as a unary call (no stream permit was free).
+    /// Sends one request as a unary call (not busy enough for a stream, or no permit).
     async fn unary<C>(
         &self,
         request: AppendEntriesRequest<C>,
