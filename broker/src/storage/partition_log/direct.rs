@@ -22,20 +22,19 @@
 //! append not yet synced does not survive the process either (so `flush=async` topics
 //! write through the page cache).
 
-use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use super::chunks::Chunks;
+
 /// Alignment of offsets, lengths and buffers: a page, which is at least the logical
 /// block size of every device we expect.
 pub const BLOCK: usize = 4096;
 
-/// A flush buffer larger than this is given back after use.
-const SCRATCH_KEEP_BYTES: usize = 8 << 20;
 /// Written bytes a segment keeps in memory, the newest, so that consumers following
 /// the end of the log read them from memory rather than from the disk.
 const RETAIN_BYTES: usize = 1 << 20;
@@ -57,24 +56,18 @@ pub struct DirectLog {
 
 #[derive(Debug)]
 struct Pending {
-    /// File position of `bytes[head]`, block-aligned.
+    /// File position of `bytes`' first byte, block-aligned.
     start: u64,
-    /// `bytes[head..]` is the segment from `start` to its end: first `on_disk` bytes
-    /// already written (the newest written bytes, kept for reads; the partial block
-    /// they end in is written again with what follows), then appends. Bytes before
-    /// `head` are dropped; they are moved out only now and then.
-    bytes: Vec<u8>,
-    head: usize,
+    /// The segment from `start` to its end: first `on_disk` bytes already written (the
+    /// newest written bytes, kept for reads; the partial block they end in is written
+    /// again with what follows), then appends. Written straight from these chunks.
+    bytes: Chunks,
     on_disk: usize,
     /// `bytes`' capacity as counted in [`HELD`].
     counted: usize,
 }
 
 impl Pending {
-    fn live(&self) -> &[u8] {
-        &self.bytes[self.head..]
-    }
-
     /// Counts a change of `bytes`' capacity in [`HELD`].
     fn count(&mut self) {
         let now = self.bytes.capacity();
@@ -86,22 +79,14 @@ impl Pending {
         self.counted = now;
     }
 
-    /// Drops the first `n` live bytes (written whole blocks).
+    /// Drops the first `n` bytes (written whole blocks); over the broker's budget, gives
+    /// back the memory the rest does not need.
     fn drop_front(&mut self, n: usize) {
-        self.head += n;
         self.start += n as u64;
         self.on_disk -= n;
-        let live = self.bytes.len() - self.head;
-        // Moving the live bytes down costs at most as much as the bytes dropped since
-        // the last move.
-        if self.head >= live.max(BLOCK) {
-            self.bytes.drain(..self.head);
-            self.head = 0;
-            if HELD.load(Ordering::Relaxed) > HELD_BROKER_BYTES {
-                self.bytes.shrink_to_fit();
-            } else if self.bytes.capacity() > 4 * live.max(256 * 1024) {
-                self.bytes.shrink_to(live.max(256 * 1024));
-            }
+        self.bytes.drop_front(n);
+        if HELD.load(Ordering::Relaxed) > HELD_BROKER_BYTES {
+            self.bytes.shrink();
         }
         self.count();
     }
@@ -129,19 +114,20 @@ impl DirectLog {
             Err(err) => return Err(err),
         };
         let start = end - end % BLOCK as u64;
-        let mut bytes = vec![0u8; (end - start) as usize];
-        buffered.read_exact_at(&mut bytes, start)?;
+        let mut tail = vec![0u8; (end - start) as usize];
+        buffered.read_exact_at(&mut tail, start)?;
         // What was written through the page cache before is made durable here: syncs
         // of this log only cover its own writes.
         buffered.sync_data()?;
-        let on_disk = bytes.len();
+        let mut bytes = Chunks::default();
+        bytes.push(&tail);
+        let on_disk = tail.len();
         Ok(Some(DirectLog {
             file,
             pending: Mutex::new({
                 let mut pending = Pending {
                     start,
                     bytes,
-                    head: 0,
                     on_disk,
                     counted: 0,
                 };
@@ -160,7 +146,7 @@ impl DirectLog {
     pub fn append(&self, parts: &[&[u8]]) {
         let mut pending = self.pending();
         for part in parts {
-            pending.bytes.extend_from_slice(part);
+            pending.bytes.push(part);
         }
         if pending.bytes.capacity() != pending.counted {
             pending.count();
@@ -176,15 +162,15 @@ impl DirectLog {
             let start = pending.start;
             if end > start {
                 let from = at.max(start);
-                let held = pending.live();
-                let (lo, hi) = ((from - start) as usize, (end - start) as usize);
-                if hi > held.len() {
+                if end - start > pending.bytes.len() as u64 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "read past the end of the segment",
                     ));
                 }
-                out[(from - at) as usize..].copy_from_slice(&held[lo..hi]);
+                pending
+                    .bytes
+                    .copy_to((from - start) as usize, &mut out[(from - at) as usize..]);
             }
             start
         };
@@ -203,46 +189,84 @@ impl DirectLog {
     }
 
     /// Writes whatever was appended since the last flush; durable on return (`O_DSYNC`:
-    /// one device round trip per write, no separate fdatasync).
+    /// one device round trip per write, no separate fdatasync). The whole blocks go
+    /// straight from the append buffer; only the partial last block is copied, to pad it
+    /// with zeros. Appends go on meanwhile (into bytes this write does not cover).
     pub fn flush(&self) -> io::Result<()> {
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
-        SCRATCH.with_borrow_mut(|scratch| {
-            // Written from the block the written part ends in, to the end.
-            let (from, len) = {
-                let pending = self.pending();
-                let live = pending.live();
-                if live.len() == pending.on_disk {
-                    return Ok(());
-                }
-                let from = pending.on_disk - pending.on_disk % BLOCK;
-                let len = live.len();
-                let window = aligned_window(scratch, (len - from).div_ceil(BLOCK) * BLOCK);
-                window[..len - from].copy_from_slice(&live[from..]);
-                window[len - from..].fill(0);
-                (from, len)
-            };
-            let start = self.pending().start;
-            let window = aligned_window(scratch, (len - from).div_ceil(BLOCK) * BLOCK);
-            let written = self.file.write_all_at(window, start + from as u64);
-            if scratch.len() > SCRATCH_KEEP_BYTES {
-                *scratch = Vec::new();
+        // Written from the block the written part ends in, to the end.
+        let (start, from, len, whole, mut last) = {
+            let pending = self.pending();
+            let len = pending.bytes.len();
+            if len == pending.on_disk {
+                return Ok(());
             }
-            written?;
-            let mut pending = self.pending();
-            pending.on_disk = len;
-            // Keep the newest written bytes for reads while this broker's budget allows;
-            // drop whole blocks before them (the partial last block is written again).
-            let keep = if HELD.load(Ordering::Relaxed) > HELD_BROKER_BYTES {
-                0
-            } else {
-                RETAIN_BYTES
-            };
-            let done = len - len % BLOCK;
-            let drop = done.saturating_sub(keep);
-            pending.drop_front(drop);
-            Ok(())
-        })
+            let from = pending.on_disk - pending.on_disk % BLOCK;
+            let whole = pending.bytes.pieces(from..len - len % BLOCK);
+            let mut last = Box::new(AlignedBlock([0; BLOCK]));
+            let tail = len % BLOCK;
+            pending.bytes.copy_to(len - tail, &mut last.0[..tail]);
+            (pending.start, from, len, whole, (tail > 0).then_some(last))
+        };
+        let mut slices: Vec<IoSlice<'_>> = whole.iter().map(|p| IoSlice::new(p.bytes())).collect();
+        if let Some(last) = &mut last {
+            slices.push(IoSlice::new(&last.0));
+        }
+        write_all_vectored_at(&self.file, &mut slices, start + from as u64)?;
+        let mut pending = self.pending();
+        pending.on_disk = len;
+        // Keep the newest written bytes for reads while this broker's budget allows;
+        // drop whole blocks before them (the partial last block is written again).
+        let keep = if HELD.load(Ordering::Relaxed) > HELD_BROKER_BYTES {
+            0
+        } else {
+            RETAIN_BYTES
+        };
+        let done = len - len % BLOCK;
+        let drop = done.saturating_sub(keep);
+        pending.drop_front(drop);
+        Ok(())
     }
+}
+
+/// One block of aligned memory (the padded last block of a direct write).
+#[repr(C, align(4096))]
+struct AlignedBlock([u8; BLOCK]);
+
+/// Writes all of `slices` at `offset` (`pwritev`), going on after a short write.
+fn write_all_vectored_at(
+    file: &File,
+    mut slices: &mut [IoSlice<'_>],
+    mut offset: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while !slices.is_empty() {
+        let count = slices.len().min(1024) as libc::c_int;
+        // SAFETY: `IoSlice` is ABI-compatible with `iovec` on Unix; the slices borrow
+        // memory that lives for the call.
+        let written = unsafe {
+            libc::pwritev(
+                file.as_raw_fd(),
+                slices.as_ptr().cast::<libc::iovec>(),
+                count,
+                offset as libc::off_t,
+            )
+        };
+        match written {
+            0 => return Err(io::ErrorKind::WriteZero.into()),
+            n if n < 0 => {
+                let err = io::Error::last_os_error();
+                if err.kind() != io::ErrorKind::Interrupted {
+                    return Err(err);
+                }
+            }
+            n => {
+                offset += n as u64;
+                IoSlice::advance_slices(&mut slices, n as usize);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads `len` bytes at `at` of the file at `path` with `O_DIRECT`, into memory of their
@@ -290,21 +314,6 @@ pub fn read(path: &Path, at: u64, len: usize) -> io::Result<Option<bytes::Bytes>
     }
     let start = skip + lead;
     Ok(Some(bytes::Bytes::from(memory).slice(start..start + len)))
-}
-
-thread_local! {
-    /// Each thread's buffer for direct writes (the sync thread does most of them).
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A `len`-byte, [`BLOCK`]-aligned window inside `scratch`, grown as needed. The same
-/// `scratch` and `len` give the same window.
-fn aligned_window(scratch: &mut Vec<u8>, len: usize) -> &mut [u8] {
-    if scratch.len() < len + BLOCK {
-        scratch.resize(len + BLOCK, 0);
-    }
-    let skip = scratch.as_ptr().align_offset(BLOCK);
-    &mut scratch[skip..skip + len]
 }
 
 /// Whether the `len`-byte file, whose frames end at `end`, ends in the zero padding of
@@ -384,6 +393,42 @@ mod tests {
             log.read_exact_at(&buffered, &mut past, expected.len() as u64 - 1)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn appends_that_go_on_during_flushes_all_land_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("seg");
+        std::fs::write(&path, b"").expect("write");
+        let buffered = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let Some(log) = DirectLog::open(&path, &buffered, 0).expect("open") else {
+            return; // no O_DIRECT here
+        };
+        let part = |i: usize| -> Vec<u8> {
+            (0..1000 + i * 7 % 9000).map(|j| (i + j) as u8 | 1).collect()
+        };
+        let appended = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..2000 {
+                    log.append(&[&part(i)]);
+                }
+                appended.store(true, Ordering::Release);
+            });
+            while !appended.load(Ordering::Acquire) {
+                log.flush().expect("flush");
+            }
+        });
+        log.flush().expect("flush");
+        let expected: Vec<u8> = (0..2000).flat_map(part).collect();
+        let on_disk = file_bytes(&path);
+        assert_eq!(&on_disk[..expected.len()], &expected[..]);
+        assert!(on_disk[expected.len()..].iter().all(|b| *b == 0));
+        assert_eq!(read(&log, &buffered, 0, expected.len()), expected);
     }
 
     #[test]
