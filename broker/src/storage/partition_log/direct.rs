@@ -409,7 +409,9 @@ mod tests {
             return; // no O_DIRECT here
         };
         let part = |i: usize| -> Vec<u8> {
-            (0..1000 + i * 7 % 9000).map(|j| (i + j) as u8 | 1).collect()
+            (0..1000 + i * 7 % 9000)
+                .map(|j| (i + j) as u8 | 1)
+                .collect()
         };
         let appended = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|s| {

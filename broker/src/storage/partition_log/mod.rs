@@ -6,7 +6,7 @@
 //! segments keep their sparse index in an index file, so start-up scans only the
 //! active segment.
 
-pub mod chunks;
+mod chunks;
 pub mod direct;
 pub mod format;
 pub mod index_file;
