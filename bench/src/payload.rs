@@ -33,14 +33,14 @@ impl Filler {
     }
 
     /// The next `len` filler bytes (wrapping around the pool).
-    pub fn fill(&mut self, out: &mut Vec<u8>, len: usize) {
+    pub fn fill(&mut self, out: &mut impl bytes::BufMut, len: usize) {
         let mut left = len;
         while left > 0 {
             if self.at >= self.pool.len() {
                 self.at = 0;
             }
             let n = left.min(self.pool.len() - self.at);
-            out.extend_from_slice(&self.pool[self.at..self.at + n]);
+            out.put_slice(&self.pool[self.at..self.at + n]);
             self.at += n;
             left -= n;
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use clap::Args;
 use strait_client::{
     Client, ClientError, Compression, DeliveryFuture, ProducerConfig, ProducerRecord,
@@ -210,6 +210,8 @@ pub async fn run(
             let sticky = (args.batch_bytes / average.max(1)).max(1) as u64;
             let mut sent = 0u64;
             let mut filler = Filler::new(args.payload);
+            let mut arena = BytesMut::new();
+            let clock = WallClock::new();
             let mut send_lag = Latency::new();
             let pacer = (per_producer_rate > 0.0).then(Pacer::new).transpose()?;
             let start = Instant::now();
@@ -235,11 +237,13 @@ pub async fn run(
                     Instant::now()
                 };
                 let size = sizes[(sent % sizes.len() as u64) as usize].max(8);
-                let mut value = Vec::with_capacity(size);
+                if arena.capacity() < size {
+                    arena = BytesMut::with_capacity(ARENA_BYTES.max(size));
+                }
                 // The intended send time, so end-to-end latency counts stalls too.
-                value.extend_from_slice(&wall_micros(due).to_le_bytes());
-                filler.fill(&mut value, size - 8);
-                let mut record = ProducerRecord::new(value);
+                arena.extend_from_slice(&clock.micros(due).to_le_bytes());
+                filler.fill(&mut arena, size - 8);
+                let mut record = ProducerRecord::new(arena.split().freeze());
                 let partition = if args.keys > 0 {
                     let key = (u64::from(p) + sent * u64::from(producers)) % args.keys;
                     let key = Bytes::from(key.to_string());
@@ -360,12 +364,36 @@ async fn await_in_order(mut rx: mpsc::UnboundedReceiver<InFlight>, mut tally: Ta
     tally
 }
 
+/// Values are cut from shared allocations of this size: no allocation per record.
+const ARENA_BYTES: usize = 1 << 20;
+
 /// `at` as microseconds since the epoch (for a moment not long ago, or soon).
 pub fn wall_micros(at: Instant) -> u64 {
-    let now = Instant::now();
-    match at.checked_duration_since(now) {
-        Some(ahead) => now_micros() + ahead.as_micros() as u64,
-        None => now_micros().saturating_sub(now.duration_since(at).as_micros() as u64),
+    WallClock::new().micros(at)
+}
+
+/// Monotonic instants as wall-clock microseconds, from one reading of both clocks: the
+/// load stamps every value without reading the clocks again.
+struct WallClock {
+    base: Instant,
+    base_micros: u64,
+}
+
+impl WallClock {
+    fn new() -> WallClock {
+        WallClock {
+            base: Instant::now(),
+            base_micros: now_micros(),
+        }
+    }
+
+    fn micros(&self, at: Instant) -> u64 {
+        match at.checked_duration_since(self.base) {
+            Some(after) => self.base_micros + after.as_micros() as u64,
+            None => self
+                .base_micros
+                .saturating_sub(self.base.duration_since(at).as_micros() as u64),
+        }
     }
 }
 

@@ -495,10 +495,11 @@ impl Worker {
         if result.is_err() && self.blocked(stamp).is_none() {
             self.note_failure(stamp);
         }
+        let topic: Arc<str> = Arc::from(topic.as_str());
         for (i, pending) in batch.into_iter().enumerate() {
             let outcome = match &result {
                 Ok(base) => Ok(RecordMetadata {
-                    topic: topic.to_string(),
+                    topic: topic.clone(),
                     partition,
                     offset: base + i as u64,
                 }),

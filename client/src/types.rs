@@ -91,7 +91,8 @@ impl ProducerRecord {
 /// Where an acknowledged record landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
-    pub topic: String,
+    /// Shared by the records of a batch (no allocation per record).
+    pub topic: std::sync::Arc<str>,
     pub partition: u32,
     pub offset: u64,
 }
