@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    tonic_prost_build::configure().compile_with_config(config, &protos, &["."])?;
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::PresizedCodec")
+        .compile_with_config(config, &protos, &["."])?;
     Ok(())
 }

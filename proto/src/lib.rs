@@ -3,7 +3,9 @@
 //! `v1` is the client API (metadata, produce, fetch, admin); `internal` is the
 //! broker-to-broker API (Raft transport and controller calls). This crate holds no
 //! logic: conversions to domain types live at the edges of `strait-broker` and
-//! `strait-client`.
+//! `strait-client`. Every service uses [`codec::PresizedCodec`].
+
+pub mod codec;
 
 /// The client-facing API.
 pub mod v1 {
