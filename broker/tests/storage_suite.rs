@@ -67,17 +67,17 @@ impl StoreBuilder<PartitionRaftConfig, PartitionLogStore, PartitionStateMachine,
         .map_err(io)?;
         let log = Arc::new(RwLock::new(log));
         let installed = InstalledOffset::default();
-        let (sm, _positions) =
-            PartitionStateMachine::open(store.clone(), 7, installed.clone(), log.clone())
-                .map_err(io)?;
         let log_store = PartitionLogStore::new(
-            log,
-            GroupMeta::new(store, 7),
+            log.clone(),
+            GroupMeta::new(store.clone(), 7),
             SegmentSyncer::start(),
-            installed,
+            installed.clone(),
             Default::default(),
         )
         .map_err(io)?;
+        let (sm, _positions) =
+            PartitionStateMachine::open(store, 7, installed, log, log_store.tail_cache())
+                .map_err(io)?;
         Ok((dir, log_store, sm))
     }
 }

@@ -118,6 +118,11 @@ impl PartitionLogStore {
         }
     }
 
+    /// The cache of the newest entries, which the state machine empties as it applies.
+    pub fn tail_cache(&self) -> Arc<TailCache> {
+        self.tail.clone()
+    }
+
     /// Entries `start..end` (at most `max_bytes`, at least one) from the tail cache.
     fn cached(&self, start: u64, end: u64, max_bytes: usize) -> Option<Vec<Entry>> {
         let log = self.read();
@@ -277,9 +282,6 @@ impl RaftLogStorage<C> for PartitionLogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        if let Some(id) = &committed {
-            self.tail.committed(id.index());
-        }
         self.meta.save_committed(&committed)
     }
 

@@ -416,8 +416,13 @@ impl PartitionRegistry {
             .last()
             .map(|h| h.index);
         let gate = recovery::assess(&meta, log_last_index, voters).await?;
-        let (sm, positions) =
-            PartitionStateMachine::open(self.store.clone(), group, installed, log.clone())?;
+        let (sm, positions) = PartitionStateMachine::open(
+            self.store.clone(),
+            group,
+            installed,
+            log.clone(),
+            log_store.tail_cache(),
+        )?;
         let network = GroupNetworkFactory::new(group, self.peers.clone());
         let raft = Raft::new(
             self.broker_id,

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::producers::{ProducerTable, WrittenBatch};
+use super::tail_cache::TailCache;
 use super::types::{PartitionCommand, PartitionRaftConfig as C, PartitionReply};
 use crate::storage::partition_log::log::PartitionLog;
 use crate::storage::{GroupId, Store, decode, encode, load_snapshot, save_snapshot_and_sync};
@@ -57,16 +58,19 @@ pub struct PartitionStateMachine {
     installed: InstalledOffset,
     log: Arc<RwLock<PartitionLog>>,
     producers: Arc<Mutex<ProducerTable>>,
+    /// The log store's cache of the newest entries: applied ones leave it.
+    tail: Arc<TailCache>,
 }
 
 impl PartitionStateMachine {
     /// The state machine of `group`, restored from its stored snapshot if any, and
-    /// receivers of its positions.
+    /// receivers of its positions. Applied entries leave `tail`, the log store's cache.
     pub fn open(
         store: Store,
         group: GroupId,
         installed: InstalledOffset,
         log: Arc<RwLock<PartitionLog>>,
+        tail: Arc<TailCache>,
     ) -> io::Result<(PartitionStateMachine, Positions)> {
         let mut sm = PartitionStateMachine {
             group,
@@ -78,6 +82,7 @@ impl PartitionStateMachine {
             installed,
             log,
             producers: Arc::default(),
+            tail,
         };
         if let Some((meta, data)) = load_snapshot::<C>(&sm.store, group)? {
             let snapshot: PartitionSnapshot = decode(&data)?;
@@ -177,6 +182,9 @@ impl RaftStateMachine<C> for PartitionStateMachine {
             *hw = high_watermark;
             moved
         });
+        if let Some(applied) = self.last_applied {
+            self.tail.applied(applied.index());
+        }
         Ok(())
     }
 

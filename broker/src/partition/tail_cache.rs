@@ -2,10 +2,12 @@
 //!
 //! openraft reads each entry back soon after appending it: the leader to replicate it,
 //! every replica to apply it once committed. Served from here, those reads skip the
-//! segment read, its CRC check and the re-parse. Entries leave two commits after they
-//! were committed (the apply that follows a commit still finds them), or when the
-//! cache is over its caps, per partition and for the whole broker; a miss reads the
-//! segment as before.
+//! segment read, its CRC check and the re-parse. Entries leave once this replica has
+//! applied them, or when the cache is over its caps, per partition and for the whole
+//! broker; a miss reads the segment as before. (Until 2026-12-07 they left two commits
+//! of their partition later: with 1,000 partitions, each committing every few seconds,
+//! the broker's budget filled with entries long applied, and new ones were read back
+//! from the disk.)
 //!
 //! A hit must match the log: the cache's newest entry must be the log's last entry
 //! (same index and term; by Raft's log matching, the entries before it then agree
@@ -39,8 +41,6 @@ pub struct TailCache {
 struct Inner {
     entries: VecDeque<Entry>,
     bytes: usize,
-    /// The commit indexes of the last two `committed` calls, oldest first.
-    commits: [u64; 2],
 }
 
 fn payload_bytes(entry: &Entry) -> usize {
@@ -104,16 +104,14 @@ impl TailCache {
         }
     }
 
-    /// Notes that entries up to `index` are committed; those committed two calls ago
-    /// leave.
-    pub fn committed(&self, index: u64) {
+    /// Notes that entries up to `index` are applied: they leave (a follower still behind
+    /// reads them from the segment).
+    pub fn applied(&self, index: u64) {
         let mut inner = self.lock();
-        let evict = inner.commits[0];
-        inner.commits = [inner.commits[1], index];
         while inner
             .entries
             .front()
-            .is_some_and(|first| first.log_id.index <= evict)
+            .is_some_and(|first| first.log_id.index <= index)
         {
             inner.pop_front();
         }
@@ -226,7 +224,7 @@ mod tests {
     }
 
     #[test]
-    fn a_gap_or_a_clear_starts_over_and_commits_evict_two_behind() {
+    fn a_gap_or_a_clear_starts_over_and_applied_entries_leave() {
         let cache = TailCache::default();
         for index in 1..=4 {
             cache.push(&entry(1, index, 10));
@@ -253,13 +251,13 @@ mod tests {
             cache.push(&entry(1, index, 10));
         }
         let last = header(1, 20);
-        cache.committed(12);
-        cache.committed(15);
         assert!(cache.get(10, 11, usize::MAX, Some(last), None).is_some());
-        cache.committed(18);
-        // Committed two calls ago (12): gone; 13 and up stay.
+        cache.applied(12);
+        // Applied (up to 12): gone; 13 and up stay.
         assert!(cache.get(12, 13, usize::MAX, Some(last), None).is_none());
         assert!(cache.get(13, 21, usize::MAX, Some(last), None).is_some());
+        cache.applied(20);
+        assert!(cache.get(20, 21, usize::MAX, Some(last), None).is_none());
     }
 
     #[test]
