@@ -1,21 +1,29 @@
-//! Group commit for segment files: one thread fdatasyncs, once per round, every file
-//! that appends are waiting on (first writing a direct log's pending appends), then
-//! completes all those appends. Concurrent appends to a partition share one fsync;
-//! partitions share the thread. Files are synced, and their appends completed, in the
-//! order their first append was queued, so a partition that rolled to a new segment
-//! within a round has its older segment's appends reported first (Raft requires one
-//! log's flushes to be reported in order).
+//! Group commit for segment files: once per round, every file that appends are waiting
+//! on is fdatasynced (a direct log's pending appends written), then all those appends
+//! are completed. Concurrent appends to a partition share one fsync; partitions share
+//! the round, whose files are synced at the same time by the sync thread and
+//! [`HELPERS`] helper threads (a round costs the slowest file's device round trip, not
+//! the sum of them all). Appends are completed in the order their file's first append
+//! was queued, so a partition that rolled to a new segment within a round has its
+//! older segment's appends reported first (Raft requires one log's flushes to be
+//! reported in order).
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fs::File;
 use std::io;
-use std::sync::Arc;
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 
 use super::direct::DirectLog;
 
 type Completion = Box<dyn FnOnce(io::Result<()>) + Send>;
+
+/// Threads that sync a round's files beside the sync thread.
+const HELPERS: usize = 3;
+
+/// A file of the round to sync, its place in the round, and where its result goes.
+type Job = (SyncTarget, usize, mpsc::Sender<(usize, io::Result<()>)>);
 
 /// What a sync makes durable: a segment file written through the page cache, or a
 /// segment's direct log (its pending appends are written first).
@@ -65,6 +73,7 @@ impl SegmentSyncer {
 }
 
 fn run(rx: mpsc::Receiver<(SyncTarget, Completion)>) {
+    let helpers = start_helpers();
     while let Ok(first) = rx.recv() {
         // In order of first appearance, with a map from file to its place.
         let mut by_file: Vec<(SyncTarget, Vec<Completion>)> = Vec::new();
@@ -78,8 +87,31 @@ fn run(rx: mpsc::Receiver<(SyncTarget, Completion)>) {
                 }
             }
         }
-        for (file, waiters) in by_file {
-            let result = file.sync();
+        // The helpers take every file but the first, which this thread syncs.
+        let (results_tx, results_rx) = mpsc::channel();
+        let mut results: Vec<Option<io::Result<()>>> = Vec::new();
+        results.resize_with(by_file.len(), || None);
+        for (at, (file, _)) in by_file.iter().enumerate().skip(1) {
+            let job = (file.clone(), at, results_tx.clone());
+            if let Err(mpsc::SendError((file, at, _))) = helpers.send(job) {
+                results[at] = Some(file.sync());
+            }
+        }
+        drop(results_tx);
+        if let Some((file, _)) = by_file.first() {
+            results[0] = Some(file.sync());
+        }
+        for (at, (_, waiters)) in by_file.into_iter().enumerate() {
+            let result = loop {
+                if let Some(result) = results[at].take() {
+                    break result;
+                }
+                match results_rx.recv() {
+                    Ok((done, result)) => results[done] = Some(result),
+                    // A helper died with the job: its file's appends are not durable.
+                    Err(_) => break Err(io::Error::other("a segment sync helper stopped")),
+                }
+            };
             if let Err(err) = &result {
                 tracing::error!(%err, "fdatasync of a segment failed");
             }
@@ -91,6 +123,30 @@ fn run(rx: mpsc::Receiver<(SyncTarget, Completion)>) {
             }
         }
     }
+}
+
+/// Starts the helper threads; they stop when the returned sender is dropped. Without
+/// them (a thread that cannot start), the sync thread syncs every file itself.
+fn start_helpers() -> mpsc::Sender<Job> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    let rx = Arc::new(Mutex::new(rx));
+    for n in 0..HELPERS {
+        let rx = rx.clone();
+        let started = std::thread::Builder::new()
+            .name(format!("strait-segment-sync-{n}"))
+            .spawn(move || {
+                loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    let Ok((file, at, results)) = job else { return };
+                    // The round may be over only if the sync thread is gone.
+                    let _ = results.send((at, file.sync()));
+                }
+            });
+        if let Err(err) = started {
+            tracing::warn!(%err, "cannot start a segment sync helper");
+        }
+    }
+    tx
 }
 
 #[cfg(test)]
