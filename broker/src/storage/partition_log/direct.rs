@@ -343,16 +343,22 @@ mod tests {
         out
     }
 
-    #[test]
-    fn appends_are_readable_at_once_and_land_byte_for_byte_when_flushed() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("seg");
-        std::fs::write(&path, vec![5u8; 5000]).expect("write");
+    /// A segment file in `dir` holding `content`, and its ordinary read-write handle.
+    fn segment_file(dir: &Path, content: &[u8]) -> (std::path::PathBuf, File) {
+        let path = dir.join("seg");
+        std::fs::write(&path, content).expect("write");
         let buffered = OpenOptions::new()
             .read(true)
             .write(true)
             .open(&path)
             .expect("open");
+        (path, buffered)
+    }
+
+    #[test]
+    fn appends_are_readable_at_once_and_land_byte_for_byte_when_flushed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, buffered) = segment_file(dir.path(), &[5u8; 5000]);
         let Some(log) = DirectLog::open(&path, &buffered, 5000).expect("open") else {
             // The test directory's file system has no O_DIRECT: nothing to check.
             return;
@@ -398,13 +404,7 @@ mod tests {
     #[test]
     fn appends_that_go_on_during_flushes_all_land_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("seg");
-        std::fs::write(&path, b"").expect("write");
-        let buffered = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .expect("open");
+        let (path, buffered) = segment_file(dir.path(), b"");
         let Some(log) = DirectLog::open(&path, &buffered, 0).expect("open") else {
             return; // no O_DIRECT here
         };
