@@ -195,7 +195,7 @@ impl DirectLog {
     pub fn flush(&self) -> io::Result<()> {
         let _flushing = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
         // Written from the block the written part ends in, to the end.
-        let (start, from, len, whole, mut last) = {
+        let (start, from, len, whole, last) = {
             let pending = self.pending();
             let len = pending.bytes.len();
             if len == pending.on_disk {
@@ -203,13 +203,16 @@ impl DirectLog {
             }
             let from = pending.on_disk - pending.on_disk % BLOCK;
             let whole = pending.bytes.pieces(from..len - len % BLOCK);
-            let mut last = Box::new(AlignedBlock([0; BLOCK]));
             let tail = len % BLOCK;
-            pending.bytes.copy_to(len - tail, &mut last.0[..tail]);
-            (pending.start, from, len, whole, (tail > 0).then_some(last))
+            let last = (tail > 0).then(|| {
+                let mut last = Box::new(AlignedBlock([0; BLOCK]));
+                pending.bytes.copy_to(len - tail, &mut last.0[..tail]);
+                last
+            });
+            (pending.start, from, len, whole, last)
         };
         let mut slices: Vec<IoSlice<'_>> = whole.iter().map(|p| IoSlice::new(p.bytes())).collect();
-        if let Some(last) = &mut last {
+        if let Some(last) = &last {
             slices.push(IoSlice::new(&last.0));
         }
         write_all_vectored_at(&self.file, &mut slices, start + from as u64)?;
