@@ -10,8 +10,8 @@ use std::marker::PhantomData;
 
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
-use tonic_prost::{ProstCodec, ProstDecoder};
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic_prost::ProstDecoder;
 
 /// prost's codec with encode buffers sized up front (see the module documentation).
 #[derive(Debug, Clone)]
@@ -38,7 +38,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstCodec::<T, U>::default().decoder()
+        ProstDecoder::default()
     }
 }
 
@@ -54,9 +54,5 @@ impl<T: Message> Encoder for PresizedEncoder<T> {
         buf.reserve(item.encoded_len());
         item.encode(buf)
             .map_err(|err| Status::internal(format!("cannot encode a message: {err}")))
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
     }
 }
