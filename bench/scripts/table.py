@@ -4,6 +4,9 @@ the median run of each (by throughput, or by p50 latency for latency rows), with
 command that produced it.
 Usage: bench/scripts/table.py [path/to/strait-bench] [runs] [rows, e.g. 1,5]
 
+The half-rate rows (4 and 15) run at half the records/s of row 1's median run when row 1
+is in the same set; otherwise at $HALF_RATE records/s (default 100,000).
+
 Build first: cargo build --release -p strait-broker -p strait-bench
 """
 
@@ -27,8 +30,8 @@ ROWS = [
     ("one record in flight",
      "produce --local 3 --topic one --records 3000 --in-flight 1 --linger-ms 0",
      "latency"),
-    ("half the 1 KiB maximum rate, with a consumer",
-     "e2e --local 3 --topic half --duration 10 --rate 100000 --in-flight 10000 --linger-ms 1",
+    ("half the 1 KiB maximum rate, with a consumer, every record timed",
+     "e2e --local 3 --topic half --duration 10 --rate {half} --in-flight 10000 --linger-ms 1",
      "latency"),
     ("2 GB backlog read from the start",
      "consume --local 3 --topic backlog --fill-records 2000000 --record-size 1024 --in-flight 4000",
@@ -60,6 +63,9 @@ ROWS = [
     ("1 KiB records, 3 partitions, a leader killed at 10 s and restarted at 20 s",
      "produce --local 3 --topic kill --duration 30 --record-size 1024 --in-flight 4000 --kill-follower-after 10 --restart-after 10",
      "throughput"),
+    ("half the 1 KiB maximum rate, with a consumer, after a 2 s warm-up (not timed)",
+     "e2e --local 3 --topic half --duration 10 --warmup 2 --rate {half} --in-flight 10000 --linger-ms 1",
+     "latency"),
 ]
 
 
@@ -103,11 +109,21 @@ def summary(report):
     return "; ".join(parts)
 
 
+# Half the maximum rate: half the records/s of row 1's median run when row 1 runs in
+# this set, else $HALF_RATE (records/s), else 100,000.
+half = int(os.environ.get("HALF_RATE", "100000"))
+half_from = "HALF_RATE" if "HALF_RATE" in os.environ else "default"
 for row, (title, args, kind) in enumerate(ROWS, start=1):
     if ONLY and row not in ONLY:
         continue
+    if "{half}" in args:
+        args = args.format(half=half)
+        title += f" ({half:,} records/s: {half_from})"
     reports = sorted((run(args) for _ in range(RUNS)), key=lambda r: key(kind, r))
     median = reports[len(reports) // 2]
+    if row == 1:
+        half = round(median["records_per_sec"] / 2000) * 1000
+        half_from = "half of row 1's median"
     if kind == "latency":
         # p50 and p99 of every run: a latency row's target is on both.
         spread = ", ".join(f'{r["ack_latency_ms"]["p50"]:.2f}/{r["ack_latency_ms"]["p99"]:.2f}'
