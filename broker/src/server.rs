@@ -59,9 +59,6 @@ const CLIENT_MESSAGE_SLACK: usize = 1024 * 1024;
 pub(crate) const STREAM_WINDOW_BYTES: u32 = 4 * 1024 * 1024;
 /// HTTP/2 flow-control window of one connection: what a peer may have in flight.
 pub(crate) const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;
-/// Largest HTTP/2 frame peers may send: a 512 KiB produce or replication message then
-/// crosses in a few frames rather than 32 of HTTP/2's default 16 KiB.
-pub(crate) const MAX_FRAME_BYTES: u32 = 256 * 1024;
 /// Concurrent requests one connection may have open.
 const MAX_STREAMS_PER_CONNECTION: u32 = 200;
 
@@ -165,7 +162,7 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
         // ahead of the broker reading it.
         .initial_stream_window_size(STREAM_WINDOW_BYTES)
         .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
-        .max_frame_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(strait_proto::MAX_FRAME_BYTES))
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(
             StraitServer::new(ClientApi {

@@ -113,8 +113,8 @@ impl Client {
             // HTTP/2's default 64 KiB windows throttle large batches and fetches.
             .initial_stream_window_size(4 * 1024 * 1024)
             .initial_connection_window_size(16 * 1024 * 1024)
-            // Fetch responses in frames of up to 256 KiB rather than 16 KiB.
-            .max_frame_size(256 * 1024)
+            // Fetch responses in large frames (see the constant).
+            .max_frame_size(strait_proto::MAX_FRAME_BYTES)
             .timeout(self.inner.config.request_timeout + Duration::from_secs(35))
             .connect_lazy();
         channels.insert(addr.to_string(), channel.clone());

@@ -7,6 +7,11 @@
 
 pub mod codec;
 
+/// Largest HTTP/2 frame a Strait endpoint accepts (brokers for requests, clients for
+/// responses): a 512 KiB produce, replication or fetch message then crosses in a few
+/// frames rather than 32 of HTTP/2's default 16 KiB.
+pub const MAX_FRAME_BYTES: u32 = 256 * 1024;
+
 /// The client-facing API.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
