@@ -291,9 +291,10 @@ async fn start_controller_group(
     let raft = Raft::new(config.id, controller_config(), network, log, sm)
         .await
         .map_err(|e| ServerError::Raft(e.to_string()))?;
-    // Voters learn who leads from their own group.
+    // Voters learn who leads from their own group (its server metrics change only with
+    // the vote, the role, the leader or the membership).
     let watch_cache = cache.clone();
-    let mut metrics = raft.metrics();
+    let mut metrics = raft.server_metrics();
     tokio::spawn(async move {
         loop {
             let leader = metrics.borrow_watched().current_leader;

@@ -179,39 +179,39 @@ impl PartitionRegistry {
     /// Follows `group`'s Raft state: asks for a restart if the group stops on an error
     /// (a storage error such as a full disk) rather than by a shutdown, and signals
     /// [`PartitionRegistry::leadership_changes`] when it becomes leader.
+    ///
+    /// It follows openraft's *server* metrics, which change only with the vote, the
+    /// role, the leader or the membership: the full metrics change with every append,
+    /// commit and apply, and waking a task per group on each of them cost the brokers
+    /// CPU on every batch. How the group stopped is read from the full metrics once
+    /// its core is gone (it records the error there before it stops).
     pub(super) fn watch_group(&self, group: u64, generation: u64, raft: &PartitionRaft) {
         let repairs = self.repairs.clone();
         let leadership = self.leadership.clone();
-        let mut metrics = raft.metrics();
+        let mut server = raft.server_metrics();
+        let metrics = raft.metrics();
         tokio::spawn(async move {
             let mut leading = false;
             loop {
-                let (failed, leader) = {
-                    let m = metrics.borrow_watched();
-                    let failed = match &m.running_state {
-                        Ok(()) => None,
-                        Err(Fatal::Stopped) => return,
-                        Err(err) => Some(err.to_string()),
-                    };
-                    (failed, m.state == openraft::ServerState::Leader)
-                };
+                let leader = server.borrow_watched().state == openraft::ServerState::Leader;
                 if leader && !leading {
                     leadership.notify_one();
                 }
                 leading = leader;
-                if let Some(err) = failed {
-                    tracing::error!(group, %err, "partition group stopped on an error; it refuses every request until restarted");
-                    let _ = repairs.send(RepairRequest {
-                        group,
-                        generation,
-                        reason: Reason::Stopped,
-                    });
-                    return;
-                }
-                if metrics.changed().await.is_err() {
-                    return;
+                if server.changed().await.is_err() {
+                    break;
                 }
             }
+            let failed = match &metrics.borrow_watched().running_state {
+                Ok(()) | Err(Fatal::Stopped) => return,
+                Err(err) => err.to_string(),
+            };
+            tracing::error!(group, err = %failed, "partition group stopped on an error; it refuses every request until restarted");
+            let _ = repairs.send(RepairRequest {
+                group,
+                generation,
+                reason: Reason::Stopped,
+            });
         });
     }
 }
