@@ -4,7 +4,7 @@ the median run of each (by throughput, or by p50 latency for latency rows), with
 command that produced it.
 Usage: bench/scripts/table.py [path/to/strait-bench] [runs] [rows, e.g. 1,5]
 
-The half-rate rows (4 and 15) run at half the records/s of row 1's median run when row 1
+The half-rate rows (4, 15 and 16) run at half the records/s of row 1's median run when row 1
 is in the same set; otherwise at $HALF_RATE records/s (default 100,000).
 
 Build first: cargo build --release -p strait-broker -p strait-bench
@@ -65,6 +65,9 @@ ROWS = [
      "throughput"),
     ("half the 1 KiB maximum rate, with a consumer, after a 2 s warm-up (not timed)",
      "e2e --local 3 --topic half --duration 10 --warmup 2 --rate {half} --in-flight 10000 --linger-ms 1",
+     "latency"),
+    ("the same with a 2 ms linger (fewer, larger batches)",
+     "e2e --local 3 --topic half --duration 10 --warmup 2 --rate {half} --in-flight 10000 --linger-ms 2",
      "latency"),
 ]
 
