@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""What one O_DIRECT|O_DSYNC append costs when it grows its file, against one that
-overwrites blocks written (and synced) beforehand: the device round trips a direct
-log pays per sync. `falloc` allocates the file's blocks first (`posix_fallocate`:
-unwritten extents, converted as they are written). Each writer appends SIZE-byte blocks to its own file in DIR.
+"""What one O_DIRECT|O_DSYNC append costs when it grows its file (`grow`), when the
+file's blocks were allocated first (`falloc`: `posix_fallocate`, unwritten extents
+converted as they are written) and when it overwrites blocks written and synced
+beforehand (`over`): the device round trips a direct log pays per sync. Each writer
+appends SIZE-byte blocks to its own file in DIR.
 
 Usage: bench/scripts/dsync_probe.py grow|falloc|over COUNT SIZE WRITERS [DIR]
 e.g.   bench/scripts/dsync_probe.py grow 2000 45056 3 /var/tmp
