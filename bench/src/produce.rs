@@ -449,3 +449,39 @@ async fn progress(acked: Arc<AtomicU64>, bytes: Arc<AtomicU64>, slowest: Arc<Ato
         (last_records, last_bytes) = (records, total_bytes);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fills `arena` with values until it cannot hold another, as the load does.
+    fn use_up(arena: &mut BytesMut, values: &mut Vec<Bytes>) {
+        while arena.capacity() >= 1000 {
+            arena.extend_from_slice(&[7u8; 1000]);
+            values.push(arena.split().freeze());
+        }
+    }
+
+    #[test]
+    fn an_arena_is_reused_once_its_values_are_dropped_and_not_before() {
+        let mut arenas = Arenas::default();
+        let mut arena = BytesMut::with_capacity(ARENA_BYTES);
+        let first = arena.as_ptr();
+        let mut in_flight = Vec::new();
+        use_up(&mut arena, &mut in_flight);
+        // Its values are still in flight: the next arena is another allocation.
+        let mut arena = arenas.next(arena, 1000);
+        assert_ne!(arena.as_ptr(), first);
+        assert!(arena.capacity() >= ARENA_BYTES);
+        let second = arena.as_ptr();
+        let mut newer = Vec::new();
+        use_up(&mut arena, &mut newer);
+        // The first arena's values were acknowledged: its memory comes back, whole.
+        drop(in_flight);
+        let arena = arenas.next(arena, 1000);
+        assert_eq!(arena.as_ptr(), first);
+        assert!(arena.capacity() >= ARENA_BYTES);
+        assert_ne!(arena.as_ptr(), second);
+        drop(newer);
+    }
+}
