@@ -98,6 +98,9 @@ def summary(report):
     if report.get("brokers"):
         parts.append("brokers " + ", ".join(
             f'{b["cpu_percent"]:.0f}% CPU {b["rss_mib"]:.0f} MiB' for b in report["brokers"]))
+    stalls = report.get("disk_stalls")
+    if stalls:
+        parts.append(f'longest disk stall {stalls["longest_ms"]:.0f} ms')
     limits = report.get("limits")
     if limits:
         disk = limits["disk_write_fdatasync_mb_per_sec"]

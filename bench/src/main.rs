@@ -5,6 +5,7 @@
 //! disk, no cluster). Build it with `--release`; debug-build figures say nothing.
 
 mod consume;
+mod disk_stalls;
 mod fault;
 mod limits;
 mod pacer;
@@ -230,6 +231,7 @@ fn report(command: &str, settings: String, records: u64, bytes: u64, seconds: f6
         batching: None,
         send_lag_ms: None,
         brokers: Vec::new(),
+        disk_stalls: None,
         limits: None,
         replication_factor: 0,
     }
@@ -257,6 +259,7 @@ fn produced_report(
     out.batching = Some(Batching::new(&produced.sent));
     out.send_lag_ms = produced.send_lag.as_ref().map(Latency::percentiles);
     out.brokers = usage.finish();
+    out.disk_stalls = usage.disk_stalls();
     out.limits = limits;
     out.replication_factor = target.replicas;
     out
@@ -352,6 +355,7 @@ async fn main() -> anyhow::Result<()> {
                 consumed.seconds,
             );
             out.brokers = usage.finish();
+            out.disk_stalls = usage.disk_stalls();
             out.limits = limits;
             out.print(target.json);
         }
@@ -395,6 +399,7 @@ async fn main() -> anyhow::Result<()> {
             tokio::time::sleep(Duration::from_secs(seconds)).await;
             let mut out = report("idle", settings, 0, 0, seconds as f64);
             out.brokers = usage.finish();
+            out.disk_stalls = usage.disk_stalls();
             out.print(target.json);
         }
     }

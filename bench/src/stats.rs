@@ -71,6 +71,8 @@ pub struct Report {
     pub send_lag_ms: Option<Percentiles>,
     /// The brokers' CPU and memory over the run (brokers on this machine only).
     pub brokers: Vec<crate::usage::BrokerUsage>,
+    /// Spans in which this machine's disks had requests waiting and completed none.
+    pub disk_stalls: Option<crate::disk_stalls::DiskStalls>,
     /// The machine's limits measured in the same run (`--limits`).
     pub limits: Option<crate::limits::Limits>,
     /// Replicas per partition, for the share of the disk a produce run used (0: not a
@@ -169,6 +171,12 @@ impl Report {
                 .map(|b| format!("{:.1}% CPU, {:.0} MiB", b.cpu_percent, b.rss_mib))
                 .collect();
             println!("brokers (CPU as % of one core, RSS): {}", each.join("; "));
+        }
+        if let Some(stalls) = &self.disk_stalls {
+            println!(
+                "disk stalls (requests waiting, none completed): longest {:.0} ms, {} of 50 ms or more",
+                stalls.longest_ms, stalls.over_50ms
+            );
         }
     }
 }

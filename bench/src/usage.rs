@@ -1,9 +1,13 @@
 //! What the brokers on this machine cost while a benchmark runs: CPU (share of one core,
-//! from `/proc/<pid>/stat`) and resident memory (`/proc/<pid>/status`).
+//! from `/proc/<pid>/stat`) and resident memory (`/proc/<pid>/status`); and the disks'
+//! stalls over the same span (`disk_stalls`).
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use serde::Serialize;
+
+use crate::disk_stalls::{DiskStalls, DiskWatch};
 
 /// One broker's cost over a run.
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +23,7 @@ pub struct BrokerUsage {
 pub struct UsageProbe {
     start: Instant,
     ticks: Vec<(u32, u64)>,
+    disks: Mutex<DiskWatch>,
 }
 
 impl UsageProbe {
@@ -31,6 +36,7 @@ impl UsageProbe {
             pids.to_vec()
         };
         UsageProbe {
+            disks: Mutex::new(DiskWatch::start()),
             start: Instant::now(),
             ticks: pids
                 .into_iter()
@@ -54,6 +60,14 @@ impl UsageProbe {
                 })
             })
             .collect()
+    }
+}
+
+impl UsageProbe {
+    /// The disks' stalls since [`UsageProbe::start`] (the watch stops here).
+    pub fn disk_stalls(&self) -> Option<DiskStalls> {
+        let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
+        disks.finish()
     }
 }
 

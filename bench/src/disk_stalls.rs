@@ -1,0 +1,192 @@
+//! Stalls of this machine's disks while a benchmark runs: spans in which requests were
+//! waiting at a disk and none completed (`/proc/diskstats`, sampled every
+//! [`SAMPLE_EVERY`]). A virtual disk can stop completing writes for a second now and
+//! then; at a fixed rate such a stall alone sets a run's latency tail, and the report
+//! says so rather than leave it to guesswork.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// How often the disks' counters are read.
+const SAMPLE_EVERY: Duration = Duration::from_millis(5);
+/// Stalls at least this long are counted.
+const COUNTED: Duration = Duration::from_millis(50);
+
+/// The disks' stalls over a run.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct DiskStalls {
+    /// The longest span with requests waiting and none completed, in ms.
+    pub longest_ms: f64,
+    /// Spans of at least 50 ms.
+    pub over_50ms: u32,
+}
+
+/// What a sample of the disks says: requests in flight, and completions so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Sample {
+    in_flight: u64,
+    completed: u64,
+}
+
+/// Follows samples and measures the stalls in them.
+#[derive(Debug, Default)]
+struct Tracker {
+    last: Option<Sample>,
+    /// When the current stall began: the last sample that saw a completion.
+    since: Option<Instant>,
+    stalls: DiskStalls,
+}
+
+impl Tracker {
+    fn observe(&mut self, sample: Sample, at: Instant) {
+        let progressed = self
+            .last
+            .is_none_or(|last| last.completed != sample.completed);
+        self.last = Some(sample);
+        if progressed || sample.in_flight == 0 {
+            self.end(at);
+            if sample.in_flight > 0 {
+                self.since = Some(at);
+            }
+        } else if self.since.is_none() {
+            self.since = Some(at);
+        }
+    }
+
+    /// Closes the current stall, if any, at `at`.
+    fn end(&mut self, at: Instant) {
+        let Some(since) = self.since.take() else {
+            return;
+        };
+        let stalled = at.duration_since(since);
+        self.stalls.longest_ms = self.stalls.longest_ms.max(stalled.as_secs_f64() * 1e3);
+        if stalled >= COUNTED {
+            self.stalls.over_50ms += 1;
+        }
+    }
+}
+
+/// Samples the disks on a thread of its own until finished.
+pub struct DiskWatch {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Option<DiskStalls>>>,
+}
+
+impl DiskWatch {
+    pub fn start() -> DiskWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("disk-stalls".into())
+                .spawn(move || {
+                    let mut tracker = Tracker::default();
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Some(sample) = sample() {
+                            tracker.observe(sample, Instant::now());
+                        }
+                        std::thread::sleep(SAMPLE_EVERY);
+                    }
+                    tracker.end(Instant::now());
+                    tracker.last.is_some().then_some(tracker.stalls)
+                })
+                .ok()
+        };
+        DiskWatch { stop, thread }
+    }
+
+    /// The stalls seen since [`DiskWatch::start`]; `None` if the disks could not be
+    /// read (or this was asked before).
+    pub fn finish(&mut self) -> Option<DiskStalls> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take()?.join().ok().flatten()
+    }
+}
+
+impl Drop for DiskWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The whole disks' counters, summed (partitions would count their disk's requests
+/// twice; loop, RAM and compressed-RAM devices are not disks).
+fn sample() -> Option<Sample> {
+    let stats = std::fs::read_to_string("/proc/diskstats").ok()?;
+    let mut total = Sample {
+        in_flight: 0,
+        completed: 0,
+    };
+    for line in stats.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(name) = fields.get(2) else { continue };
+        if ["loop", "ram", "zram"].iter().any(|p| name.starts_with(p))
+            || !std::path::Path::new("/sys/block").join(name).exists()
+        {
+            continue;
+        }
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        // Reads and writes completed (fields 4 and 8 of the line), flushes completed
+        // (field 19, on kernels that count them), requests in progress (field 12).
+        total.completed += field(3)? + field(7)? + field(18).unwrap_or(0);
+        total.in_flight += field(11)?;
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(samples: &[(u64, u64)]) -> DiskStalls {
+        let start = Instant::now();
+        let mut tracker = Tracker::default();
+        for (i, &(in_flight, completed)) in samples.iter().enumerate() {
+            let at = start + Duration::from_millis(10 * i as u64);
+            tracker.observe(
+                Sample {
+                    in_flight,
+                    completed,
+                },
+                at,
+            );
+        }
+        tracker.end(start + Duration::from_millis(10 * samples.len() as u64));
+        tracker.stalls
+    }
+
+    #[test]
+    fn a_stall_is_requests_waiting_with_no_completion() {
+        // Completions every sample: no stall. Then 6 samples (60 ms) without one while
+        // requests wait, then progress.
+        let stalls = run(&[
+            (1, 1),
+            (1, 2),
+            (2, 3),
+            (2, 3),
+            (2, 3),
+            (2, 3),
+            (2, 3),
+            (2, 3),
+            (2, 3),
+            (1, 9),
+            (1, 10),
+        ]);
+        assert_eq!(stalls.over_50ms, 1);
+        assert!(
+            (stalls.longest_ms - 70.0).abs() < 1e-6,
+            "{}",
+            stalls.longest_ms
+        );
+    }
+
+    #[test]
+    fn an_idle_disk_is_not_stalled() {
+        let stalls = run(&[(0, 5), (0, 5), (0, 5), (0, 5), (0, 5), (0, 5), (0, 5)]);
+        assert_eq!(stalls, DiskStalls::default());
+    }
+}
