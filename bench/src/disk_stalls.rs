@@ -178,8 +178,8 @@ mod tests {
 
     #[test]
     fn a_stall_is_requests_waiting_with_no_completion() {
-        // Completions every sample: no stall. Then 6 samples (60 ms) without one while
-        // requests wait, then progress.
+        // Completions every sample: spans of one sample (10 ms). Then no completion
+        // from the sample at 20 ms until the one at 90 ms while requests wait: 70 ms.
         let stalls = run(&[
             (1, 1),
             (1, 2),

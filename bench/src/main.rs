@@ -258,8 +258,7 @@ fn produced_report(
     out.errors = produced.errors;
     out.batching = Some(Batching::new(&produced.sent));
     out.send_lag_ms = produced.send_lag.as_ref().map(Latency::percentiles);
-    out.brokers = usage.finish();
-    out.disk_stalls = usage.disk_stalls();
+    (out.brokers, out.disk_stalls) = usage.finish();
     out.limits = limits;
     out.replication_factor = target.replicas;
     out
@@ -354,8 +353,7 @@ async fn main() -> anyhow::Result<()> {
                 consumed.bytes,
                 consumed.seconds,
             );
-            out.brokers = usage.finish();
-            out.disk_stalls = usage.disk_stalls();
+            (out.brokers, out.disk_stalls) = usage.finish();
             out.limits = limits;
             out.print(target.json);
         }
@@ -398,8 +396,7 @@ async fn main() -> anyhow::Result<()> {
             let usage = probe(&cluster);
             tokio::time::sleep(Duration::from_secs(seconds)).await;
             let mut out = report("idle", settings, 0, 0, seconds as f64);
-            out.brokers = usage.finish();
-            out.disk_stalls = usage.disk_stalls();
+            (out.brokers, out.disk_stalls) = usage.finish();
             out.print(target.json);
         }
     }

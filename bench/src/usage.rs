@@ -45,11 +45,18 @@ impl UsageProbe {
         }
     }
 
-    /// Each broker's CPU since [`UsageProbe::start`] and its memory now.
-    pub fn finish(&self) -> Vec<BrokerUsage> {
+    /// Each broker's CPU since [`UsageProbe::start`] and its memory now, and the
+    /// disks' stalls over the same span (their watch stops here).
+    pub fn finish(&self) -> (Vec<BrokerUsage>, Option<DiskStalls>) {
+        let stalls = self
+            .disks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .finish();
         let seconds = self.start.elapsed().as_secs_f64().max(1e-9);
         let per_second = ticks_per_second();
-        self.ticks
+        let brokers = self
+            .ticks
             .iter()
             .filter_map(|&(pid, before)| {
                 let used = cpu_ticks(pid)?.saturating_sub(before) as f64 / per_second;
@@ -59,15 +66,8 @@ impl UsageProbe {
                     rss_mib: rss_kib(pid)? as f64 / 1024.0,
                 })
             })
-            .collect()
-    }
-}
-
-impl UsageProbe {
-    /// The disks' stalls since [`UsageProbe::start`] (the watch stops here).
-    pub fn disk_stalls(&self) -> Option<DiskStalls> {
-        let mut disks = self.disks.lock().unwrap_or_else(|e| e.into_inner());
-        disks.finish()
+            .collect();
+        (brokers, stalls)
     }
 }
 
