@@ -12,6 +12,7 @@ use strait_proto::v1::{MetadataRequest, MetadataResponse};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
+use crate::session::ProduceSession;
 use crate::types::{BrokerInfo, TopicInfo};
 
 /// Brokers asked at once for metadata; the newest answer wins.
@@ -59,6 +60,8 @@ pub(crate) struct Snapshot {
 struct Inner {
     config: ClientConfig,
     channels: Mutex<HashMap<String, Channel>>,
+    /// The open produce session to each broker, by address.
+    sessions: Mutex<HashMap<String, Arc<ProduceSession>>>,
     metadata: RwLock<Arc<Snapshot>>,
 }
 
@@ -86,6 +89,7 @@ impl Client {
             inner: Arc::new(Inner {
                 config,
                 channels: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
                 metadata: RwLock::new(Arc::new(Snapshot::default())),
             }),
         };
@@ -125,6 +129,21 @@ impl Client {
         Ok(StraitClient::new(self.channel(addr)?)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// The produce session to `addr`, opened (again) when there is none or it ended.
+    pub(crate) fn produce_session(&self, addr: &str) -> Result<Arc<ProduceSession>, ClientError> {
+        let mut sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = sessions.get(addr).filter(|s| !s.is_closed()) {
+            return Ok(session.clone());
+        }
+        let session = ProduceSession::open(self, addr)?;
+        sessions.insert(addr.to_string(), session.clone());
+        Ok(session)
     }
 
     pub(crate) fn admin_client(&self, addr: &str) -> Result<AdminClient<Channel>, ClientError> {

@@ -112,6 +112,11 @@ impl ClientError {
                 _ => ClientError::Internal(format!("{}: {}", status.code(), status.message())),
             };
         };
+        ClientError::from_detail(detail)
+    }
+
+    /// Converts a broker's error detail (with a code set) into a typed error.
+    pub(crate) fn from_detail(detail: ErrorDetail) -> ClientError {
         let message = detail.message;
         match ErrorCode::try_from(detail.code).unwrap_or(ErrorCode::Internal) {
             ErrorCode::UnknownTopic => ClientError::UnknownTopic(message),

@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Modules: [`client`] (connections, metadata, routing), [`producer`] (batching,
-//! partitioning, retries), [`consumer`] (long-polling fetch per partition), [`admin`]
+//! partitioning, retries; batches travel in produce sessions, one `ProduceStream` per
+//! broker), [`consumer`] (long-polling fetch per partition), [`admin`]
 //! (topics, cluster status), [`error`] (typed errors with the broker's stable codes).
 
 pub mod admin;
@@ -26,6 +27,7 @@ pub mod consumer;
 pub mod error;
 mod partitioner;
 pub mod producer;
+mod session;
 pub mod types;
 
 pub use admin::{ClusterStatus, PartitionDescription, TopicDescription};

@@ -481,14 +481,12 @@ impl Worker {
                     if let Some(err) = blocked {
                         return Err(err);
                     }
-                    let mut rpc = client.data_client(&addr)?;
+                    let session = client.produce_session(&addr)?;
                     counters.requests.fetch_add(1, Ordering::Relaxed);
-                    let mut request = tonic::Request::new(request);
-                    request.set_timeout(request_timeout + Duration::from_secs(1));
-                    rpc.produce(request)
+                    session
+                        .produce(request, request_timeout + Duration::from_secs(1))
                         .await
-                        .map(|r| r.into_inner().base_offset)
-                        .map_err(|s| ClientError::from_status(&addr, &s))
+                        .map(|r| r.base_offset)
                 }
             })
             .await;

@@ -8,7 +8,7 @@ use strait_client::{ClientError, ErrorCode, OffsetSpec, PartitionConsumer, Produ
 use strait_proto::internal::RaftMessage;
 use strait_proto::internal::raft_transport_client::RaftTransportClient;
 use strait_proto::v1::strait_client::StraitClient;
-use strait_proto::v1::{ErrorDetail, ProduceRequest};
+use strait_proto::v1::{ErrorDetail, ProduceRequest, ProduceStreamRequest};
 use strait_records::BatchBuilder;
 use strait_tests::Cluster;
 
@@ -161,6 +161,68 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
         );
     }
 
+    // In a produce session the same refusals come back in-band, each in the reply
+    // carrying its request's id, and the session goes on serving the requests after them.
+    let produce = |topic: &str, records: Bytes, record_count| ProduceRequest {
+        topic: topic.into(),
+        partition: 0,
+        records,
+        record_count,
+        ..Default::default()
+    };
+    let session = [
+        (7, Some(produce("good", one.clone(), 1))),
+        (8, None),
+        (9, Some(produce("missing", one.clone(), 1))),
+        (
+            10,
+            Some(produce("good", Bytes::from_static(b"\x01\x02"), 1)),
+        ),
+        (11, Some(produce("good", one.clone(), 1))),
+    ]
+    .map(|(id, request)| ProduceStreamRequest { id, request });
+    let mut replies = leader_rpc
+        .produce_stream(futures::stream::iter(session))
+        .await?
+        .into_inner();
+    let mut answered = std::collections::BTreeMap::new();
+    while let Some(reply) = replies.message().await? {
+        assert!(
+            answered.insert(reply.id, reply.clone()).is_none(),
+            "one reply per request: {reply:?}"
+        );
+    }
+    assert_eq!(
+        answered.keys().copied().collect::<Vec<_>>(),
+        [7, 8, 9, 10, 11]
+    );
+    let code = |id: u64| answered[&id].error.as_ref().map(|e| e.code);
+    assert_eq!(code(8), Some(ErrorCode::InvalidRequest as i32));
+    assert_eq!(code(9), Some(ErrorCode::UnknownTopic as i32));
+    assert_eq!(code(10), Some(ErrorCode::InvalidRequest as i32));
+    let offset = |id: u64| answered[&id].response.as_ref().map(|r| r.base_offset);
+    let (first, second) = (
+        offset(7).expect("7 written"),
+        offset(11).expect("11 written"),
+    );
+    assert_eq!(first.abs_diff(second), 1, "both written, once each");
+    // A follower's session answers NOT_LEADER and names the leader.
+    let mut replies = follower
+        .produce_stream(futures::stream::iter([ProduceStreamRequest {
+            id: 1,
+            request: Some(produce("good", one.clone(), 1)),
+        }]))
+        .await?
+        .into_inner();
+    let reply = replies.message().await?.expect("a reply");
+    let detail = reply.error.expect("refused");
+    assert_eq!(detail.code, ErrorCode::NotLeader as i32, "{detail:?}");
+    assert_eq!(detail.leader_addr, leader_addr);
+    assert!(
+        replies.message().await?.is_none(),
+        "the session ends with its requests"
+    );
+
     // A peer sending garbage on the Raft transport is refused, not obeyed.
     let mut raft = RaftTransportClient::connect(format!("http://{}", cluster.addrs()[0])).await?;
     for group_id in [0, 1, 999] {
@@ -216,7 +278,8 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
     let meta = producer
         .send_and_wait("good", ProducerRecord::new("two"))
         .await?;
-    assert_eq!(meta.offset, 1);
+    // Offsets 1 and 2 went to the produce session's two good requests.
+    assert_eq!(meta.offset, 3);
     let mut consumer = PartitionConsumer::new(
         client.clone(),
         "good",
@@ -227,6 +290,14 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
     .await?;
     let records = consumer.poll().await?;
     let values: Vec<&[u8]> = records.iter().map(|r| r.value.as_ref()).collect();
-    assert_eq!(values, vec![b"one".as_ref(), b"two".as_ref()]);
+    assert_eq!(
+        values,
+        vec![
+            b"one".as_ref(),
+            b"v".as_ref(),
+            b"v".as_ref(),
+            b"two".as_ref()
+        ]
+    );
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! `strait.v1.Strait`: metadata, produce, producer ids, fetch and list-offsets.
+//! `strait.v1.Strait`: metadata, produce (unary and sessions), producer ids, fetch and
+//! list-offsets.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,13 +8,14 @@ use strait_proto::v1::strait_server::Strait;
 use strait_proto::v1::{
     FetchRequest, FetchResponse, InitProducerRequest, InitProducerResponse, ListOffsetsRequest,
     ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    RecordBatch,
+    ProduceStreamRequest, RecordBatch,
 };
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
     broker_metadata, compression_from_wire, compression_to_wire, now_ms, topic_metadata,
 };
+use super::produce_session;
 use super::status::to_status;
 use crate::controller::topic_config::TopicConfig;
 use crate::controller::{Controller, admin};
@@ -69,32 +71,22 @@ impl Strait for ClientApi {
         &self,
         request: Request<ProduceRequest>,
     ) -> Result<Response<ProduceResponse>, Status> {
-        let request = request.into_inner();
-        let replica = self
-            .partitions
-            .get(&request.topic, request.partition)
-            .map_err(to_status)?;
-        let append_time = now_ms();
-        let timeout =
-            (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms.into()));
-        let base_offset = replica
-            .produce(
-                request.records,
-                compression_from_wire(request.compression).map_err(to_status)?,
-                request.record_count,
-                (request.producer_id != 0).then_some(ProducerStamp {
-                    producer_id: request.producer_id,
-                    base_sequence: request.base_sequence,
-                }),
-                append_time,
-                timeout,
-            )
+        produce(&self.partitions, request.into_inner())
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(ProduceResponse {
-            base_offset,
-            log_append_time_ms: append_time as u64,
-        }))
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    type ProduceStreamStream = produce_session::Replies;
+
+    async fn produce_stream(
+        &self,
+        request: Request<Streaming<ProduceStreamRequest>>,
+    ) -> Result<Response<Self::ProduceStreamStream>, Status> {
+        Ok(Response::new(produce_session::serve(
+            self.partitions.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn init_producer(
@@ -161,4 +153,32 @@ impl Strait for ClientApi {
             timestamp_offset,
         }))
     }
+}
+
+/// Appends one produce request's batch (unary or in a session) and returns its offset.
+pub(crate) async fn produce(
+    partitions: &PartitionRegistry,
+    request: ProduceRequest,
+) -> Result<ProduceResponse, BrokerError> {
+    let replica = partitions.get(&request.topic, request.partition)?;
+    let append_time = now_ms();
+    let timeout =
+        (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms.into()));
+    let base_offset = replica
+        .produce(
+            request.records,
+            compression_from_wire(request.compression)?,
+            request.record_count,
+            (request.producer_id != 0).then_some(ProducerStamp {
+                producer_id: request.producer_id,
+                base_sequence: request.base_sequence,
+            }),
+            append_time,
+            timeout,
+        )
+        .await?;
+    Ok(ProduceResponse {
+        base_offset,
+        log_append_time_ms: append_time as u64,
+    })
 }

@@ -8,9 +8,16 @@ use tonic::{Code, Status};
 use crate::error::{BrokerError, LeaderHint};
 
 pub fn to_status(err: BrokerError) -> Status {
+    let (grpc, detail) = to_detail(err);
+    Status::with_details(grpc, detail.message.clone(), detail.encode_to_vec().into())
+}
+
+/// The error as the gRPC code and the `ErrorDetail` a status carries (a produce
+/// session's reply carries the detail alone).
+pub fn to_detail(err: BrokerError) -> (Code, ErrorDetail) {
     let message = err.to_string();
     let mut detail = ErrorDetail {
-        message: message.clone(),
+        message,
         ..Default::default()
     };
     let mut hint = |leader: &Option<LeaderHint>| {
@@ -56,7 +63,7 @@ pub fn to_status(err: BrokerError) -> Status {
         BrokerError::Internal(_) => (Code::Internal, ErrorCode::Internal),
     };
     detail.code = code as i32;
-    Status::with_details(grpc, message, detail.encode_to_vec().into())
+    (grpc, detail)
 }
 
 /// Reads a peer broker's error back (used when forwarding to the controller).
