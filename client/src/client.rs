@@ -12,7 +12,7 @@ use strait_proto::v1::{MetadataRequest, MetadataResponse};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::error::ClientError;
-use crate::session::ProduceSession;
+use crate::session::{Fetch, Produce, Session, Sessions};
 use crate::types::{BrokerInfo, TopicInfo};
 
 /// Brokers asked at once for metadata; the newest answer wins.
@@ -60,8 +60,8 @@ pub(crate) struct Snapshot {
 struct Inner {
     config: ClientConfig,
     channels: Mutex<HashMap<String, Channel>>,
-    /// The open produce session to each broker, by address.
-    sessions: Mutex<HashMap<String, Arc<ProduceSession>>>,
+    produce_sessions: Sessions<Produce>,
+    fetch_sessions: Sessions<Fetch>,
     metadata: RwLock<Arc<Snapshot>>,
 }
 
@@ -89,7 +89,8 @@ impl Client {
             inner: Arc::new(Inner {
                 config,
                 channels: Mutex::new(HashMap::new()),
-                sessions: Mutex::new(HashMap::new()),
+                produce_sessions: Sessions::default(),
+                fetch_sessions: Sessions::default(),
                 metadata: RwLock::new(Arc::new(Snapshot::default())),
             }),
         };
@@ -132,18 +133,13 @@ impl Client {
     }
 
     /// The produce session to `addr`, opened (again) when there is none or it ended.
-    pub(crate) fn produce_session(&self, addr: &str) -> Result<Arc<ProduceSession>, ClientError> {
-        let mut sessions = self
-            .inner
-            .sessions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if let Some(session) = sessions.get(addr).filter(|s| !s.is_closed()) {
-            return Ok(session.clone());
-        }
-        let session = ProduceSession::open(self, addr)?;
-        sessions.insert(addr.to_string(), session.clone());
-        Ok(session)
+    pub(crate) fn produce_session(&self, addr: &str) -> Result<Arc<Session<Produce>>, ClientError> {
+        self.inner.produce_sessions.get(self, addr)
+    }
+
+    /// The fetch session to `addr`, opened (again) when there is none or it ended.
+    pub(crate) fn fetch_session(&self, addr: &str) -> Result<Arc<Session<Fetch>>, ClientError> {
+        self.inner.fetch_sessions.get(self, addr)
     }
 
     pub(crate) fn admin_client(&self, addr: &str) -> Result<AdminClient<Channel>, ClientError> {

@@ -162,12 +162,14 @@ impl PartitionConsumer {
                     max_wait_ms: config.max_wait.as_millis() as u32,
                 };
                 let client = client.clone();
+                // The broker answers by the long poll's end; beyond that, it is stuck.
+                let timeout = config.max_wait + client.config().request_timeout;
                 async move {
-                    let mut rpc = client.data_client(&addr)?;
-                    rpc.fetch(request)
+                    client
+                        .fetch_session(&addr)?
+                        .call(request, timeout)
                         .await
-                        .map(|r| r.into_inner())
-                        .map_err(|s| match ClientError::from_status(&addr, &s) {
+                        .map_err(|err| match err {
                             ClientError::OffsetOutOfRange {
                                 log_start_offset,
                                 high_watermark,

@@ -484,7 +484,7 @@ impl Worker {
                     let session = client.produce_session(&addr)?;
                     counters.requests.fetch_add(1, Ordering::Relaxed);
                     session
-                        .produce(request, request_timeout + Duration::from_secs(1))
+                        .call(request, request_timeout + Duration::from_secs(1))
                         .await
                         .map(|r| r.base_offset)
                 }

@@ -1,5 +1,6 @@
-//! Produce sessions: the producer's requests to one broker pipelined on one
-//! `ProduceStream` (one HTTP/2 stream), instead of an HTTP/2 stream per request.
+//! Produce and fetch sessions: the client's produce requests (fetches) to one broker
+//! pipelined on one `ProduceStream` (`FetchStream`), one HTTP/2 stream, instead of an
+//! HTTP/2 stream per request.
 //!
 //! Each request gets a number; the broker answers it with a reply carrying that number
 //! as soon as it completes. A session that fails (the broker went away, the stream was
@@ -12,8 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strait_proto::v1::{ProduceRequest, ProduceResponse, ProduceStreamReply, ProduceStreamRequest};
+use futures::future::BoxFuture;
+use strait_proto::v1::strait_client::StraitClient;
+use strait_proto::v1::{
+    ErrorDetail, FetchRequest, FetchResponse, FetchStreamReply, FetchStreamRequest, ProduceRequest,
+    ProduceResponse, ProduceStreamReply, ProduceStreamRequest,
+};
 use tokio::sync::{Notify, mpsc, oneshot};
+use tonic::Streaming;
+use tonic::transport::Channel;
 
 use crate::client::Client;
 use crate::error::ClientError;
@@ -21,32 +29,106 @@ use crate::error::ClientError;
 /// Requests queued for a session's stream before senders wait.
 const SESSION_QUEUE: usize = 64;
 
-type Answer = Result<ProduceResponse, ClientError>;
+/// One kind of session: its call and how its messages carry the ids.
+pub(crate) trait Kind: Send + Sync + 'static {
+    type Request: Send + 'static;
+    type Response: Send + 'static;
+    /// The request as the stream carries it, with its id.
+    type Numbered: Send + 'static;
+    /// The reply as the stream carries it.
+    type Reply: Send + 'static;
+    fn number(id: u64, request: Self::Request) -> Self::Numbered;
+    /// The reply's id, and its response or error.
+    fn open_reply(reply: Self::Reply) -> (u64, Option<Self::Response>, Option<ErrorDetail>);
+    /// Starts the call with `requests` as the stream of requests.
+    fn call(
+        rpc: StraitClient<Channel>,
+        requests: Outbound<Self::Numbered>,
+    ) -> BoxFuture<'static, Result<Streaming<Self::Reply>, tonic::Status>>;
+}
 
-/// One broker's produce session.
-pub(crate) struct ProduceSession {
+/// `Strait.ProduceStream`.
+pub(crate) struct Produce;
+
+impl Kind for Produce {
+    type Request = ProduceRequest;
+    type Response = ProduceResponse;
+    type Numbered = ProduceStreamRequest;
+    type Reply = ProduceStreamReply;
+    fn number(id: u64, request: ProduceRequest) -> ProduceStreamRequest {
+        ProduceStreamRequest {
+            id,
+            request: Some(request),
+        }
+    }
+    fn open_reply(r: ProduceStreamReply) -> (u64, Option<ProduceResponse>, Option<ErrorDetail>) {
+        (r.id, r.response, r.error)
+    }
+    fn call(
+        mut rpc: StraitClient<Channel>,
+        requests: Outbound<ProduceStreamRequest>,
+    ) -> BoxFuture<'static, Result<Streaming<ProduceStreamReply>, tonic::Status>> {
+        Box::pin(async move { rpc.produce_stream(requests).await.map(|r| r.into_inner()) })
+    }
+}
+
+/// `Strait.FetchStream`.
+pub(crate) struct Fetch;
+
+impl Kind for Fetch {
+    type Request = FetchRequest;
+    type Response = FetchResponse;
+    type Numbered = FetchStreamRequest;
+    type Reply = FetchStreamReply;
+    fn number(id: u64, request: FetchRequest) -> FetchStreamRequest {
+        FetchStreamRequest {
+            id,
+            request: Some(request),
+        }
+    }
+    fn open_reply(r: FetchStreamReply) -> (u64, Option<FetchResponse>, Option<ErrorDetail>) {
+        (r.id, r.response, r.error)
+    }
+    fn call(
+        mut rpc: StraitClient<Channel>,
+        requests: Outbound<FetchStreamRequest>,
+    ) -> BoxFuture<'static, Result<Streaming<FetchStreamReply>, tonic::Status>> {
+        Box::pin(async move { rpc.fetch_stream(requests).await.map(|r| r.into_inner()) })
+    }
+}
+
+/// One broker's session of kind `K`.
+pub(crate) struct Session<K: Kind> {
     addr: String,
-    requests: mpsc::Sender<ProduceStreamRequest>,
+    requests: mpsc::Sender<K::Numbered>,
     next_id: AtomicU64,
-    state: Mutex<State>,
+    state: Mutex<State<K::Response>>,
     /// Tells the stream's task to stop (the session was closed from this side).
     stop: Notify,
 }
 
-#[derive(Default)]
-struct State {
+struct State<R> {
     /// The requests sent and not answered yet, by id.
-    waiting: HashMap<u64, oneshot::Sender<Answer>>,
+    waiting: HashMap<u64, oneshot::Sender<Result<R, ClientError>>>,
     /// Why the session ended; set once, and then no request may join.
     closed: Option<ClientError>,
 }
 
-impl ProduceSession {
+impl<R> Default for State<R> {
+    fn default() -> Self {
+        State {
+            waiting: HashMap::new(),
+            closed: None,
+        }
+    }
+}
+
+impl<K: Kind> Session<K> {
     /// Opens a session to `addr` (the stream starts in the background).
-    pub(crate) fn open(client: &Client, addr: &str) -> Result<Arc<ProduceSession>, ClientError> {
-        let mut rpc = client.data_client(addr)?;
+    pub(crate) fn open(client: &Client, addr: &str) -> Result<Arc<Session<K>>, ClientError> {
+        let rpc = client.data_client(addr)?;
         let (tx, rx) = mpsc::channel(SESSION_QUEUE);
-        let session = Arc::new(ProduceSession {
+        let session = Arc::new(Session {
             addr: addr.to_string(),
             requests: tx,
             next_id: AtomicU64::new(0),
@@ -55,12 +137,8 @@ impl ProduceSession {
         });
         let this = session.clone();
         tokio::spawn(async move {
-            let outbound = futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|request| (request, rx))
-            });
-            let ended = match rpc.produce_stream(outbound).await {
-                Ok(replies) => {
-                    let mut replies = replies.into_inner();
+            let ended = match K::call(rpc, Outbound(rx)).await {
+                Ok(mut replies) => {
                     loop {
                         let next = tokio::select! {
                             next = replies.message() => next,
@@ -87,7 +165,11 @@ impl ProduceSession {
     }
 
     /// Sends `request` and waits up to `timeout` for its reply.
-    pub(crate) async fn produce(&self, request: ProduceRequest, timeout: Duration) -> Answer {
+    pub(crate) async fn call(
+        &self,
+        request: K::Request,
+        timeout: Duration,
+    ) -> Result<K::Response, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (done, answer) = oneshot::channel();
         {
@@ -97,11 +179,7 @@ impl ProduceSession {
             }
             state.waiting.insert(id, done);
         }
-        let request = ProduceStreamRequest {
-            id,
-            request: Some(request),
-        };
-        if self.requests.send(request).await.is_err() {
+        if self.requests.send(K::number(id, request)).await.is_err() {
             self.lock().waiting.remove(&id);
             return Err(self.transport_error("the session ended"));
         }
@@ -120,15 +198,16 @@ impl ProduceSession {
     }
 
     /// Hands a reply to its waiting request (an unknown id is one that timed out).
-    fn deliver(&self, reply: ProduceStreamReply) {
-        let Some(done) = self.lock().waiting.remove(&reply.id) else {
+    fn deliver(&self, reply: K::Reply) {
+        let (id, response, error) = K::open_reply(reply);
+        let Some(done) = self.lock().waiting.remove(&id) else {
             return;
         };
-        let answer = match (reply.response, reply.error) {
+        let answer = match (response, error) {
             (_, Some(detail)) => Err(ClientError::from_detail(detail)),
             (Some(response), None) => Ok(response),
             (None, None) => Err(ClientError::Internal(format!(
-                "{} answered a produce with neither a response nor an error",
+                "{} answered a session's request with neither a response nor an error",
                 self.addr
             ))),
         };
@@ -156,7 +235,42 @@ impl ProduceSession {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<K::Response>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A session's requests on their way to the stream.
+pub(crate) struct Outbound<T>(mpsc::Receiver<T>);
+
+impl<T> futures::Stream for Outbound<T> {
+    type Item = T;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<T>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// The open session of kind `K` to each broker, by address.
+pub(crate) struct Sessions<K: Kind>(Mutex<HashMap<String, Arc<Session<K>>>>);
+
+impl<K: Kind> Default for Sessions<K> {
+    fn default() -> Self {
+        Sessions(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Kind> Sessions<K> {
+    /// The session to `addr`, opened (again) when there is none or it ended.
+    pub(crate) fn get(&self, client: &Client, addr: &str) -> Result<Arc<Session<K>>, ClientError> {
+        let mut sessions = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = sessions.get(addr).filter(|s| !s.is_closed()) {
+            return Ok(session.clone());
+        }
+        let session = Session::open(client, addr)?;
+        sessions.insert(addr.to_string(), session.clone());
+        Ok(session)
     }
 }

@@ -8,7 +8,9 @@ use strait_client::{ClientError, ErrorCode, OffsetSpec, PartitionConsumer, Produ
 use strait_proto::internal::RaftMessage;
 use strait_proto::internal::raft_transport_client::RaftTransportClient;
 use strait_proto::v1::strait_client::StraitClient;
-use strait_proto::v1::{ErrorDetail, ProduceRequest, ProduceStreamRequest};
+use strait_proto::v1::{
+    ErrorDetail, FetchRequest, FetchStreamRequest, ProduceRequest, ProduceStreamRequest,
+};
 use strait_records::BatchBuilder;
 use strait_tests::Cluster;
 
@@ -222,6 +224,46 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
         replies.message().await?.is_none(),
         "the session ends with its requests"
     );
+
+    // A fetch session answers in-band too: out of range (with the valid range), an
+    // unknown topic, a request left out, and a good fetch after them.
+    let fetch = |topic: &str, offset| FetchRequest {
+        topic: topic.into(),
+        partition: 0,
+        offset,
+        max_bytes: 1 << 20,
+        max_wait_ms: 0,
+    };
+    let session = [
+        (1, Some(fetch("good", 1000))),
+        (2, Some(fetch("missing", 0))),
+        (3, None),
+        (4, Some(fetch("good", 0))),
+    ]
+    .map(|(id, request)| FetchStreamRequest { id, request });
+    let mut replies = leader_rpc
+        .fetch_stream(futures::stream::iter(session))
+        .await?
+        .into_inner();
+    let mut answered = std::collections::BTreeMap::new();
+    while let Some(reply) = replies.message().await? {
+        assert!(
+            answered.insert(reply.id, reply.clone()).is_none(),
+            "{reply:?}"
+        );
+    }
+    assert_eq!(answered.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
+    let refused = |id: u64| answered[&id].error.clone().expect("refused");
+    assert_eq!(refused(1).code, ErrorCode::OffsetOutOfRange as i32);
+    assert_eq!(
+        (refused(1).log_start_offset, refused(1).high_watermark),
+        (0, 3)
+    );
+    assert_eq!(refused(2).code, ErrorCode::UnknownTopic as i32);
+    assert_eq!(refused(3).code, ErrorCode::InvalidRequest as i32);
+    let fetched = answered[&4].response.clone().expect("fetched");
+    let counted: u32 = fetched.batches.iter().map(|b| b.record_count).sum();
+    assert_eq!((counted, fetched.high_watermark), (3, 3));
 
     // A peer sending garbage on the Raft transport is refused, not obeyed.
     let mut raft = RaftTransportClient::connect(format!("http://{}", cluster.addrs()[0])).await?;

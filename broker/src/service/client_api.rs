@@ -1,21 +1,22 @@
-//! `strait.v1.Strait`: metadata, produce (unary and sessions), producer ids, fetch and
-//! list-offsets.
+//! `strait.v1.Strait`: metadata, produce and fetch (unary and in sessions), producer ids
+//! and list-offsets.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use strait_proto::v1::strait_server::Strait;
 use strait_proto::v1::{
-    FetchRequest, FetchResponse, InitProducerRequest, InitProducerResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    ProduceStreamRequest, RecordBatch,
+    FetchRequest, FetchResponse, FetchStreamReply, FetchStreamRequest, InitProducerRequest,
+    InitProducerResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, ProduceStreamReply, ProduceStreamRequest,
+    RecordBatch,
 };
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
     broker_metadata, compression_from_wire, compression_to_wire, now_ms, topic_metadata,
 };
-use super::produce_session;
+use super::session;
 use super::status::to_status;
 use crate::controller::topic_config::TopicConfig;
 use crate::controller::{Controller, admin};
@@ -77,13 +78,13 @@ impl Strait for ClientApi {
             .map_err(to_status)
     }
 
-    type ProduceStreamStream = produce_session::Replies;
+    type ProduceStreamStream = session::Replies<ProduceStreamReply>;
 
     async fn produce_stream(
         &self,
         request: Request<Streaming<ProduceStreamRequest>>,
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
-        Ok(Response::new(produce_session::serve(
+        Ok(Response::new(session::produce_session(
             self.partitions.clone(),
             request.into_inner(),
         )))
@@ -104,33 +105,22 @@ impl Strait for ClientApi {
         &self,
         request: Request<FetchRequest>,
     ) -> Result<Response<FetchResponse>, Status> {
-        let request = request.into_inner();
-        let replica = self
-            .partitions
-            .get(&request.topic, request.partition)
-            .map_err(to_status)?;
-        let fetched = replica
-            .fetch(
-                request.offset,
-                request.max_bytes as usize,
-                Duration::from_millis(request.max_wait_ms.into()),
-            )
+        fetch(&self.partitions, request.into_inner())
             .await
-            .map_err(to_status)?;
-        Ok(Response::new(FetchResponse {
-            batches: fetched
-                .batches
-                .into_iter()
-                .map(|(base_offset, batch)| RecordBatch {
-                    base_offset,
-                    record_count: batch.count(),
-                    compression: compression_to_wire(batch.compression()),
-                    records: batch.into_bytes(),
-                })
-                .collect(),
-            high_watermark: fetched.high_watermark,
-            log_start_offset: fetched.log_start_offset,
-        }))
+            .map(Response::new)
+            .map_err(to_status)
+    }
+
+    type FetchStreamStream = session::Replies<FetchStreamReply>;
+
+    async fn fetch_stream(
+        &self,
+        request: Request<Streaming<FetchStreamRequest>>,
+    ) -> Result<Response<Self::FetchStreamStream>, Status> {
+        Ok(Response::new(session::fetch_session(
+            self.partitions.clone(),
+            request.into_inner(),
+        )))
     }
 
     async fn list_offsets(
@@ -180,5 +170,35 @@ pub(crate) async fn produce(
     Ok(ProduceResponse {
         base_offset,
         log_append_time_ms: append_time as u64,
+    })
+}
+
+/// Reads committed batches for one fetch request (unary or in a session), waiting up to
+/// its `max_wait_ms` for records at its offset.
+pub(crate) async fn fetch(
+    partitions: &PartitionRegistry,
+    request: FetchRequest,
+) -> Result<FetchResponse, BrokerError> {
+    let replica = partitions.get(&request.topic, request.partition)?;
+    let fetched = replica
+        .fetch(
+            request.offset,
+            request.max_bytes as usize,
+            Duration::from_millis(request.max_wait_ms.into()),
+        )
+        .await?;
+    Ok(FetchResponse {
+        batches: fetched
+            .batches
+            .into_iter()
+            .map(|(base_offset, batch)| RecordBatch {
+                base_offset,
+                record_count: batch.count(),
+                compression: compression_to_wire(batch.compression()),
+                records: batch.into_bytes(),
+            })
+            .collect(),
+        high_watermark: fetched.high_watermark,
+        log_start_offset: fetched.log_start_offset,
     })
 }

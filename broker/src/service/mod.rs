@@ -2,7 +2,7 @@
 //! stable codes; they hold no business logic.
 //!
 //! - [`client_api`]: `strait.v1.Strait` (metadata, produce, fetch, offsets);
-//! - [`produce_session`]: the produce requests pipelined on one `ProduceStream`;
+//! - [`session`]: produce and fetch requests pipelined on one stream per client;
 //! - [`admin_api`]: `strait.v1.Admin` (topic create/delete);
 //! - [`raft_transport`] and [`controller_api`]: the broker-to-broker services;
 //! - [`status`]: the one mapping between `BrokerError` and gRPC status + error code;
@@ -12,6 +12,6 @@ pub mod admin_api;
 pub mod client_api;
 pub mod controller_api;
 pub mod convert;
-pub mod produce_session;
 pub mod raft_transport;
+pub mod session;
 pub mod status;
