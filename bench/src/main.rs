@@ -132,18 +132,35 @@ enum Command {
     },
 }
 
+/// The tokio worker threads of each of `brokers` brokers sharing this machine: an even
+/// share of its cores, at least one. More workers than cores only trade wake-ups.
+fn cores_per_broker(brokers: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / brokers.max(1)).max(1)
+}
+
 /// A connected client, and the local cluster it talks to when `--local` asked for one.
 async fn connect(target: &Target) -> anyhow::Result<(Client, Option<Cluster>)> {
     let (addrs, cluster) = match target.local {
         Some(n) => {
             let mut options = strait_tests::ClusterOptions::default();
+            let mut args = target.broker_args.clone();
+            // Brokers sharing the machine each get their share of its cores (as `strait
+            // dev` gives them), unless told otherwise.
+            let workers = cores_per_broker(n);
+            if !args.iter().any(|a| a.starts_with("--worker-threads")) {
+                args.push(format!("--worker-threads={workers}"));
+            }
             for id in 1..=n as u64 {
-                options.extra_args.insert(id, target.broker_args.clone());
+                options.extra_args.insert(id, args.clone());
             }
             let cluster = Cluster::start_with(n, options)
                 .await
                 .context("starting local brokers")?;
-            eprintln!("started {n} local brokers: {}", cluster.addrs().join(","));
+            eprintln!(
+                "started {n} local brokers ({workers} worker thread(s) each unless --broker-arg says otherwise): {}",
+                cluster.addrs().join(",")
+            );
             (cluster.addrs(), Some(cluster))
         }
         None => (target.brokers.clone(), None),

@@ -49,6 +49,7 @@ fn spawn_broker(
     addr: &str,
     seeds: &str,
     dir: &Path,
+    workers: usize,
 ) -> anyhow::Result<Broker> {
     let data = dir.join(format!("broker-{id}"));
     let log = dir.join(format!("broker-{id}.log"));
@@ -62,6 +63,7 @@ fn spawn_broker(
         .arg(format!("--listen={addr}"))
         .arg(format!("--data-dir={}", data.display()))
         .arg(format!("--seeds={seeds}"))
+        .arg(format!("--worker-threads={workers}"))
         .stdin(Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file)
@@ -94,10 +96,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         .map(|i| format!("127.0.0.1:{}", args.base_port + i))
         .collect();
     let seeds = addrs.iter().take(3).cloned().collect::<Vec<_>>().join(",");
+    // The brokers share this machine: each gets its share of the cores (at least one)
+    // for its async work, rather than a thread per core each.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let workers = (cores / usize::from(args.nodes)).max(1);
     let binary = broker_binary();
     let mut brokers = Vec::new();
     for (i, addr) in addrs.iter().enumerate() {
-        match spawn_broker(&binary, i as u16 + 1, addr, &seeds, &args.data_dir) {
+        match spawn_broker(&binary, i as u16 + 1, addr, &seeds, &args.data_dir, workers) {
             Ok(broker) => brokers.push(broker),
             Err(err) => {
                 stop_all(&mut brokers);
