@@ -170,6 +170,7 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
                 controller: controller.clone(),
                 partitions: partitions.clone(),
                 topic_defaults: config.topic_defaults,
+                produce_budget: Default::default(),
             })
             .max_decoding_message_size(client_limit)
             .max_encoding_message_size(64 * 1024 * 1024),

@@ -30,6 +30,8 @@ pub struct ClientApi {
     pub controller: Controller,
     pub partitions: Arc<PartitionRegistry>,
     pub topic_defaults: TopicConfig,
+    /// What produce sessions may hold at once, broker-wide.
+    pub produce_budget: session::ProduceBudget,
 }
 
 #[tonic::async_trait]
@@ -86,6 +88,7 @@ impl Strait for ClientApi {
     ) -> Result<Response<Self::ProduceStreamStream>, Status> {
         Ok(Response::new(session::produce_session(
             self.partitions.clone(),
+            self.produce_budget.clone(),
             request.into_inner(),
         )))
     }
