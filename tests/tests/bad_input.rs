@@ -183,17 +183,11 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
         (11, Some(produce("good", one.clone(), 1))),
     ]
     .map(|(id, request)| ProduceStreamRequest { id, request });
-    let mut replies = leader_rpc
+    let replies = leader_rpc
         .produce_stream(futures::stream::iter(session))
         .await?
         .into_inner();
-    let mut answered = std::collections::BTreeMap::new();
-    while let Some(reply) = replies.message().await? {
-        assert!(
-            answered.insert(reply.id, reply.clone()).is_none(),
-            "one reply per request: {reply:?}"
-        );
-    }
+    let answered = by_id(replies, |r| r.id).await?;
     assert_eq!(
         answered.keys().copied().collect::<Vec<_>>(),
         [7, 8, 9, 10, 11]
@@ -241,17 +235,11 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
         (4, Some(fetch("good", 0))),
     ]
     .map(|(id, request)| FetchStreamRequest { id, request });
-    let mut replies = leader_rpc
+    let replies = leader_rpc
         .fetch_stream(futures::stream::iter(session))
         .await?
         .into_inner();
-    let mut answered = std::collections::BTreeMap::new();
-    while let Some(reply) = replies.message().await? {
-        assert!(
-            answered.insert(reply.id, reply.clone()).is_none(),
-            "{reply:?}"
-        );
-    }
+    let answered = by_id(replies, |r| r.id).await?;
     assert_eq!(answered.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
     let refused = |id: u64| answered[&id].error.clone().expect("refused");
     assert_eq!(refused(1).code, ErrorCode::OffsetOutOfRange as i32);
@@ -342,4 +330,17 @@ async fn bad_requests_get_typed_errors_and_the_cluster_keeps_serving() -> anyhow
         ]
     );
     Ok(())
+}
+
+/// Every reply of a session until it ends, by request id; each id answered once.
+async fn by_id<T: Clone + std::fmt::Debug>(
+    mut replies: tonic::Streaming<T>,
+    id: impl Fn(&T) -> u64,
+) -> anyhow::Result<std::collections::BTreeMap<u64, T>> {
+    let mut answered = std::collections::BTreeMap::new();
+    while let Some(reply) = replies.message().await? {
+        let previous = answered.insert(id(&reply), reply.clone());
+        assert!(previous.is_none(), "one reply per request: {reply:?}");
+    }
+    Ok(answered)
 }
