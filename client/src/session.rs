@@ -104,7 +104,7 @@ pub(crate) struct Session<K: Kind> {
     next_id: AtomicU64,
     state: Mutex<State<K::Response>>,
     /// Tells the stream's task to stop (the session was closed from this side).
-    stop: Notify,
+    stop: Arc<Notify>,
 }
 
 struct State<R> {
@@ -133,28 +133,38 @@ impl<K: Kind> Session<K> {
             requests: tx,
             next_id: AtomicU64::new(0),
             state: Mutex::default(),
-            stop: Notify::new(),
+            stop: Arc::new(Notify::new()),
         });
-        let this = session.clone();
+        // The task holds the session weakly: once the client drops it, its request
+        // sender goes, the stream's request side ends, the broker answers what is left
+        // and ends the replies, and the task ends too.
+        let (this, stop, addr) = (
+            Arc::downgrade(&session),
+            session.stop.clone(),
+            addr.to_string(),
+        );
         tokio::spawn(async move {
             let ended = match K::call(rpc, Outbound(rx)).await {
-                Ok(mut replies) => {
-                    loop {
-                        let next = tokio::select! {
-                            next = replies.message() => next,
-                            // Dropping the stream resets it; the broker drops its side.
-                            () = this.stop.notified() => return,
-                        };
-                        match next {
-                            Ok(Some(reply)) => this.deliver(reply),
-                            Ok(None) => break this.transport_error("the session ended"),
-                            Err(status) => break ClientError::from_status(&this.addr, &status),
-                        }
+                Ok(mut replies) => loop {
+                    let next = tokio::select! {
+                        next = replies.message() => next,
+                        // Dropping the stream resets it; the broker drops its side.
+                        () = stop.notified() => return,
+                    };
+                    match next {
+                        Ok(Some(reply)) => match this.upgrade() {
+                            Some(session) => session.deliver(reply),
+                            None => continue,
+                        },
+                        Ok(None) => break transport_error(&addr, "the session ended"),
+                        Err(status) => break ClientError::from_status(&addr, &status),
                     }
-                }
-                Err(status) => ClientError::from_status(&this.addr, &status),
+                },
+                Err(status) => ClientError::from_status(&addr, &status),
             };
-            this.close(ended);
+            if let Some(session) = this.upgrade() {
+                session.close(ended);
+            }
         });
         Ok(session)
     }
@@ -229,14 +239,18 @@ impl<K: Kind> Session<K> {
     }
 
     fn transport_error(&self, message: &str) -> ClientError {
-        ClientError::Transport {
-            addr: self.addr.clone(),
-            message: message.to_string(),
-        }
+        transport_error(&self.addr, message)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<K::Response>> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn transport_error(addr: &str, message: &str) -> ClientError {
+    ClientError::Transport {
+        addr: addr.to_string(),
+        message: message.to_string(),
     }
 }
 

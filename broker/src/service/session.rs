@@ -7,10 +7,13 @@
 //! and its reply are one DATA frame each. One task per session reads the requests, runs
 //! at most a set number of them at once (it stops reading until one completes, so
 //! HTTP/2 flow control holds the client back) and sends each reply when its request
-//! completes. A completed request's reply is built only when the task can send it, so
-//! a client that stops reading holds up the task, not the broker's memory. The record
-//! batches that produce sessions hold while their requests run come out of one
-//! broker-wide budget ([`ProduceBudget`]): when it is spent, sessions read no further.
+//! completes. A fetch's reply (possibly MiBs) is built only when the task can queue it,
+//! and a fetch session queues one: a client that stops reading holds up its session,
+//! not the broker's memory. The record batches that produce sessions hold while their
+//! requests run come out of one broker-wide budget ([`ProduceBudget`]): when it is
+//! spent, sessions read no further. A produce session has room to queue every (small)
+//! reply it owes, so its requests finish and give their share back even when its client
+//! stops reading.
 
 use std::future::Future;
 use std::pin::Pin;
