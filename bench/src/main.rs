@@ -152,8 +152,9 @@ async fn connect(target: &Target) -> anyhow::Result<(Client, Option<Cluster>)> {
             let mut args = target.broker_args.clone();
             // Brokers sharing the machine each get their share of its cores (as `strait
             // dev` gives them), unless told otherwise.
-            let workers = cores_per_broker(n);
-            if !args.iter().any(|a| a.starts_with("--worker-threads")) {
+            let share = (!args.iter().any(|a| a.starts_with("--worker-threads")))
+                .then(|| cores_per_broker(n));
+            if let Some(workers) = share {
                 args.push(format!("--worker-threads={workers}"));
             }
             for id in 1..=n as u64 {
@@ -162,8 +163,11 @@ async fn connect(target: &Target) -> anyhow::Result<(Client, Option<Cluster>)> {
             let cluster = Cluster::start_with(n, options)
                 .await
                 .context("starting local brokers")?;
+            let threads = share.map_or("threads as --broker-arg says".into(), |w| {
+                format!("{w} worker thread(s) each")
+            });
             eprintln!(
-                "started {n} local brokers ({workers} worker thread(s) each unless --broker-arg says otherwise): {}",
+                "started {n} local brokers ({threads}): {}",
                 cluster.addrs().join(",")
             );
             (cluster.addrs(), Some(cluster))
