@@ -9,9 +9,11 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::format::{BatchHeader, EntryKind};
 use super::index_file;
+use super::seal::{Seal, sync_dir};
 use super::segment::{Recovery, Segment, StoredBatch};
 
 /// When the active segment rolls.
@@ -98,6 +100,19 @@ pub struct PartitionLog {
     /// Appends must reach the file at once (`flush=async`: acknowledged before the
     /// fsync, they must survive the process): no direct log holding them.
     write_through: bool,
+    /// The sealing of the segment before the active one, while it may not have run
+    /// (see [`super::seal`]).
+    sealing: Option<Arc<Seal>>,
+}
+
+impl Drop for PartitionLog {
+    /// A seal still pending runs now: no one would run it later, and a log reopened on
+    /// these files must not find it writing to them.
+    fn drop(&mut self) {
+        if let Some(seal) = &self.sealing {
+            let _ = seal.run();
+        }
+    }
 }
 
 fn parse_base_offset(path: &Path) -> Option<u64> {
@@ -255,6 +270,7 @@ impl PartitionLog {
                 purged_through: None,
                 direct_io: false,
                 write_through: false,
+                sealing: None,
             },
             repaired,
         ))
@@ -263,6 +279,7 @@ impl PartitionLog {
     /// Whether appends to the active segment, and every later one, bypass the page cache
     /// (`O_DIRECT`, see [`super::direct`]).
     pub fn set_direct_io(&mut self, on: bool) -> io::Result<()> {
+        self.finish_seal()?;
         self.direct_io = on;
         self.apply_write_mode()
     }
@@ -273,6 +290,7 @@ impl PartitionLog {
         if self.write_through == on {
             return Ok(());
         }
+        self.finish_seal()?;
         self.write_through = on;
         self.apply_write_mode()
     }
@@ -386,6 +404,9 @@ impl PartitionLog {
             base_sequence: entry.base_sequence,
             compression: entry.compression,
         };
+        if self.sealing.as_ref().is_some_and(|seal| seal.has_run()) {
+            self.finish_seal()?;
+        }
         if entry.kind == EntryKind::Records && self.should_roll(now_ms) {
             self.roll()?;
         }
@@ -406,27 +427,59 @@ impl PartitionLog {
                 && now_ms.saturating_sub(first.first_timestamp) >= self.policy.segment_ms)
     }
 
-    /// Seals the active segment (synced, its index file written) and starts a new one at
-    /// the next offset.
+    /// Starts a new active segment at the next offset. The old one is sealed (synced, its
+    /// index file written) by the next sync of the new one, off the append path, when
+    /// its appends wait in a direct log; otherwise here (see [`super::seal`]).
     fn roll(&mut self) -> io::Result<()> {
-        self.active().sync()?;
-        self.active().write_index()?;
-        self.start_segment(self.next_offset)?;
-        sync_dir(&self.dir)
+        self.finish_seal()?;
+        let base_offset = self.active().base_offset();
+        let work = self.segments.last().and_then(|s| s.seal_work(&self.dir));
+        match work {
+            Some(work) => {
+                self.start_segment(self.next_offset)?;
+                self.sealing = Some(Seal::new(base_offset, work));
+                Ok(())
+            }
+            None => {
+                self.active().sync()?;
+                self.active().write_index()?;
+                self.start_segment(self.next_offset)?;
+                sync_dir(&self.dir)
+            }
+        }
+    }
+
+    /// Waits for the seal of the segment before the active one (running it if no one
+    /// has) and brings that segment's state in memory in line with it.
+    fn finish_seal(&mut self) -> io::Result<()> {
+        let Some(seal) = self.sealing.clone() else {
+            return Ok(());
+        };
+        seal.run()?;
+        self.sealing = None;
+        match self
+            .segments
+            .iter_mut()
+            .find(|s| s.base_offset() == seal.base_offset)
+        {
+            Some(segment) => segment.sealed(),
+            None => Ok(()),
+        }
     }
 
     /// The active segment's file: syncing it makes every appended entry durable (sealed
-    /// segments were synced when they rolled).
+    /// segments were synced when they rolled, or are sealed first).
     pub fn sync_handle(&self) -> Option<super::syncer::SyncTarget> {
-        self.segments.last().map(Segment::sync_handle)
+        let active = self.segments.last().map(Segment::sync_handle)?;
+        Some(match &self.sealing {
+            Some(seal) => super::syncer::SyncTarget::AfterSeal(seal.clone(), Box::new(active)),
+            None => active,
+        })
     }
 
     /// Makes every appended entry durable.
     pub fn sync(&self) -> io::Result<()> {
-        match self.segments.last() {
-            Some(active) => active.sync(),
-            None => Ok(()),
-        }
+        self.sync_handle().map_or(Ok(()), |target| target.sync())
     }
 
     /// Entries with Raft indexes in `[start, end)`, up to about `max_bytes` (at least
@@ -510,6 +563,7 @@ impl PartitionLog {
 
     /// Removes every entry with a Raft index at or above `first_removed` (synced).
     pub fn truncate_from(&mut self, first_removed: u64) -> io::Result<()> {
+        self.finish_seal()?;
         while self.segments.len() > 1 {
             let drop_whole = self
                 .segments
@@ -539,6 +593,7 @@ impl PartitionLog {
     /// `purged_through` and gets offset `next_offset` (a snapshot from the leader replaced
     /// everything this replica had).
     pub fn reset(&mut self, next_offset: u64, purged_through: u64) -> io::Result<()> {
+        self.finish_seal()?;
         for segment in self.segments.drain(..) {
             remove_segment(segment)?;
         }
@@ -571,6 +626,7 @@ impl PartitionLog {
     /// Deletes whole segments whose entries all have Raft indexes at or below
     /// `raft_index`, keeping the active segment. Returns the deleted segments' last entries.
     pub fn delete_segments_through(&mut self, raft_index: u64) -> io::Result<Vec<BatchHeader>> {
+        self.finish_seal()?;
         let mut deleted = Vec::new();
         while self.segments.len() > 1 {
             let last = self.segments[0].last().copied();
@@ -670,9 +726,4 @@ fn segments_follow(prev: Option<&Segment>, next: &Segment) -> bool {
         }
         _ => true,
     }
-}
-
-/// Makes file creations and removals in `dir` durable.
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
 }

@@ -416,3 +416,83 @@ fn budgeted_reads_return_every_offset_and_index_across_segments() {
         }
     }
 }
+
+/// Appends to a direct-I/O log until it rolls; returns the index of the first entry of
+/// the new segment.
+fn direct_until_roll(dir: &std::path::Path) -> (PartitionLog, u64) {
+    let (mut log, _) = PartitionLog::open(dir, SMALL, Verify::ActiveSegment).expect("open");
+    log.set_direct_io(true).expect("direct io");
+    let mut index = 0;
+    while segment_files(dir).len() < 2 {
+        append(&mut log, index, 1000 * index as i64);
+        index += 1;
+    }
+    (log, index - 1)
+}
+
+#[test]
+fn a_direct_roll_seals_the_old_segment_at_the_next_sync_of_the_new_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, first_new) = direct_until_roll(dir.path());
+    let old = segment_files(dir.path())[0].clone();
+    let old_entries = log.read_indexes(0, first_new, usize::MAX).expect("read");
+    // The roll only created the new file: the old segment is not sealed yet.
+    assert!(!index_file::index_path(&old).exists());
+    append(&mut log, first_new + 1, 7);
+    log.sync().expect("sync");
+    // Sealed: synced, its padding cut, its index file written.
+    let summary = index_file::read_any(&old).expect("the index file");
+    assert_eq!(summary.last.map(|h| h.index), Some(first_new - 1));
+    assert_eq!(
+        std::fs::metadata(&old).expect("stat").len(),
+        summary.segment_size
+    );
+    // Appends go on, the old segment's state in memory now that of a sealed one.
+    append(&mut log, first_new + 2, 8);
+    log.sync().expect("sync");
+    let before = log.read_indexes(0, u64::MAX, usize::MAX).expect("read");
+    assert_eq!(&before[..old_entries.len()], &old_entries[..]);
+    drop(log);
+    let (log, recovery) =
+        PartitionLog::open(dir.path(), SMALL, Verify::Everything).expect("reopen");
+    assert!(recovery.is_none(), "{recovery:?}");
+    assert_eq!(
+        log.read_indexes(0, u64::MAX, usize::MAX).expect("read"),
+        before
+    );
+}
+
+#[test]
+fn a_pending_seal_runs_before_a_truncation_into_the_old_segment_and_on_drop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut log, first_new) = direct_until_roll(dir.path());
+    // Back into the segment still to be sealed, before any sync.
+    log.truncate_after(first_new - 3).expect("truncate");
+    assert_eq!(segment_files(dir.path()).len(), 1);
+    for i in first_new - 2..first_new + 40 {
+        append(&mut log, i, 9);
+    }
+    assert!(segment_files(dir.path()).len() >= 2, "rolled again");
+    // Dropped with a seal pending and nothing synced since: the seal runs, so the
+    // reopened log holds at least every entry of the sealed segments, intact.
+    let sealed_last = {
+        let files = segment_files(dir.path());
+        let next = files.last().expect("a segment").clone();
+        drop(log);
+        let summary = index_file::read_any(&files[files.len() - 2]).expect("sealed on drop");
+        assert!(!index_file::index_path(&next).exists());
+        summary.last.map(|h| h.index).expect("entries")
+    };
+    let (log, recovery) =
+        PartitionLog::open(dir.path(), SMALL, Verify::Everything).expect("reopen");
+    assert!(recovery.is_none(), "{recovery:?}");
+    let after = log.read_indexes(0, u64::MAX, usize::MAX).expect("read");
+    let indexes: Vec<u64> = after.iter().map(|b| b.header.index).collect();
+    assert!(indexes.len() as u64 > sealed_last);
+    assert!(
+        indexes
+            .iter()
+            .enumerate()
+            .all(|(i, &index)| i as u64 == index)
+    );
+}

@@ -12,6 +12,7 @@ pub mod format;
 pub mod index_file;
 pub mod log;
 pub mod preallocate;
+pub mod seal;
 pub mod segment;
 pub mod syncer;
 

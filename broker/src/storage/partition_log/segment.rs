@@ -18,6 +18,7 @@ use super::format::{
 };
 use super::index_file::{self, IndexPoint, SegmentSummary};
 use super::preallocate::{self, ZeroAhead};
+use super::seal::SealWork;
 use super::syncer::SyncTarget;
 
 /// Bytes between two sparse index entries.
@@ -330,16 +331,43 @@ impl Segment {
         self.trim()?;
         // Sealed: no more appends, unless a truncation makes it active again.
         self.set_direct_io(false)?;
-        index_file::write(
-            &self.path,
-            &SegmentSummary {
-                segment_size: self.size,
-                max_timestamp: self.max_timestamp,
-                first: self.first,
-                last: self.last,
-                points: self.index.clone(),
-            },
-        )
+        index_file::write(&self.path, &self.summary())
+    }
+
+    fn summary(&self) -> SegmentSummary {
+        SegmentSummary {
+            segment_size: self.size,
+            max_timestamp: self.max_timestamp,
+            first: self.first,
+            last: self.last,
+            points: self.index.clone(),
+        }
+    }
+
+    /// What sealing this segment takes when it rolls, to be done off the append path
+    /// (see [`super::seal`]); `None` unless its appends wait in a direct log (appends
+    /// through the page cache may reach the disk before an fdatasync, so a roll seals
+    /// those segments at once).
+    pub fn seal_work(&self, dir: &Path) -> Option<SealWork> {
+        let Writer::Direct(log) = &self.writer else {
+            return None;
+        };
+        Some(SealWork {
+            data: SyncTarget::Direct(log.clone()),
+            file: self.file.clone(),
+            path: self.path.clone(),
+            size: self.size,
+            summary: self.summary(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Brings the segment's state in memory in line with a seal that has run (see
+    /// [`Segment::seal_work`]): no I/O, as the seal wrote everything and cut the padding.
+    pub fn sealed(&mut self) -> io::Result<()> {
+        self.trim()?;
+        self.zero_ahead.set_file_len(self.size);
+        self.set_direct_io(false)
     }
 
     /// Removes this segment's index file: it is (again) the active segment.

@@ -16,6 +16,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use super::direct::DirectLog;
+use super::seal::Seal;
 
 type Completion = Box<dyn FnOnce(io::Result<()>) + Send>;
 
@@ -26,11 +27,28 @@ const HELPERS: usize = 3;
 type Job = (SyncTarget, usize, mpsc::Sender<(usize, io::Result<()>)>);
 
 /// What a sync makes durable: a segment file written through the page cache, or a
-/// segment's direct log (its pending appends are written first).
-#[derive(Debug, Clone)]
+/// segment's direct log (its pending appends are written first), or the active segment
+/// of a log whose previous segment is still to be sealed (the seal runs first; see
+/// [`super::seal`]).
+#[derive(Clone)]
 pub enum SyncTarget {
     File(Arc<File>),
     Direct(Arc<DirectLog>),
+    AfterSeal(Arc<Seal>, Box<SyncTarget>),
+}
+
+impl std::fmt::Debug for SyncTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SyncTarget::File(file) => f.debug_tuple("File").field(file).finish(),
+            SyncTarget::Direct(log) => f.debug_tuple("Direct").field(log).finish(),
+            SyncTarget::AfterSeal(seal, next) => f
+                .debug_struct("AfterSeal")
+                .field("sealing", &seal.base_offset)
+                .field("next", next)
+                .finish(),
+        }
+    }
 }
 
 impl SyncTarget {
@@ -38,13 +56,19 @@ impl SyncTarget {
         match self {
             SyncTarget::File(file) => file.sync_data(),
             SyncTarget::Direct(log) => log.flush(),
+            SyncTarget::AfterSeal(seal, next) => {
+                seal.run()?;
+                next.sync()
+            }
         }
     }
 
+    /// The file a sync writes: targets with one key share one sync in a round.
     fn key(&self) -> usize {
         match self {
             SyncTarget::File(file) => Arc::as_ptr(file) as usize,
             SyncTarget::Direct(log) => Arc::as_ptr(log) as usize,
+            SyncTarget::AfterSeal(_, next) => next.key(),
         }
     }
 }
