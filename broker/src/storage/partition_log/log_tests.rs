@@ -4,6 +4,7 @@
 use super::format::EntryKind;
 use super::index_file;
 use super::log::{NewEntry, PartitionLog, RollPolicy, Verify};
+use super::segment::StoredBatch;
 
 const SMALL: RollPolicy = RollPolicy {
     segment_bytes: 2048,
@@ -70,6 +71,17 @@ fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect();
     files.sort();
     files
+}
+
+/// Reopens the log in `dir`, checks that it needed no repair and holds `expected`.
+fn reopens_to(dir: &std::path::Path, verify: Verify, expected: &[StoredBatch]) -> PartitionLog {
+    let (log, recovery) = PartitionLog::open(dir, SMALL, verify).expect("reopen");
+    assert!(recovery.is_none(), "{recovery:?}");
+    assert_eq!(
+        log.read_indexes(0, u64::MAX, usize::MAX).expect("read"),
+        expected
+    );
+    log
 }
 
 fn flip_middle_byte(path: &std::path::Path) {
@@ -289,13 +301,7 @@ fn a_truncation_into_a_sealed_segment_makes_it_active_again() {
     log.sync().expect("sync");
     let before = log.read_indexes(0, u64::MAX, usize::MAX).expect("read");
     drop(log);
-    let (log, recovery) =
-        PartitionLog::open(dir.path(), SMALL, Verify::ActiveSegment).expect("open");
-    assert!(recovery.is_none());
-    assert_eq!(
-        log.read_indexes(0, u64::MAX, usize::MAX).expect("read"),
-        before
-    );
+    reopens_to(dir.path(), Verify::ActiveSegment, &before);
 }
 
 #[test]
@@ -453,13 +459,7 @@ fn a_direct_roll_seals_the_old_segment_at_the_next_sync_of_the_new_one() {
     let before = log.read_indexes(0, u64::MAX, usize::MAX).expect("read");
     assert_eq!(&before[..old_entries.len()], &old_entries[..]);
     drop(log);
-    let (log, recovery) =
-        PartitionLog::open(dir.path(), SMALL, Verify::Everything).expect("reopen");
-    assert!(recovery.is_none(), "{recovery:?}");
-    assert_eq!(
-        log.read_indexes(0, u64::MAX, usize::MAX).expect("read"),
-        before
-    );
+    reopens_to(dir.path(), Verify::Everything, &before);
 }
 
 #[test]
