@@ -15,6 +15,7 @@ use super::format::{BatchHeader, EntryKind};
 use super::index_file;
 use super::seal::{Seal, sync_dir};
 use super::segment::{Recovery, Segment, StoredBatch};
+use super::syncer::SyncTarget;
 
 /// When the active segment rolls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -432,12 +433,11 @@ impl PartitionLog {
     /// its appends wait in a direct log; otherwise here (see [`super::seal`]).
     fn roll(&mut self) -> io::Result<()> {
         self.finish_seal()?;
-        let base_offset = self.active().base_offset();
-        let work = self.segments.last().and_then(|s| s.seal_work(&self.dir));
-        match work {
-            Some(work) => {
+        let seal = self.segments.last().and_then(|s| s.seal_later(&self.dir));
+        match seal {
+            Some(seal) => {
                 self.start_segment(self.next_offset)?;
-                self.sealing = Some(Seal::new(base_offset, work));
+                self.sealing = Some(seal);
                 Ok(())
             }
             None => {
@@ -469,10 +469,10 @@ impl PartitionLog {
 
     /// The active segment's file: syncing it makes every appended entry durable (sealed
     /// segments were synced when they rolled, or are sealed first).
-    pub fn sync_handle(&self) -> Option<super::syncer::SyncTarget> {
+    pub fn sync_handle(&self) -> Option<SyncTarget> {
         let active = self.segments.last().map(Segment::sync_handle)?;
         Some(match &self.sealing {
-            Some(seal) => super::syncer::SyncTarget::AfterSeal(seal.clone(), Box::new(active)),
+            Some(seal) => SyncTarget::AfterSeal(seal.clone(), Box::new(active)),
             None => active,
         })
     }

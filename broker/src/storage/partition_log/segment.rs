@@ -18,7 +18,7 @@ use super::format::{
 };
 use super::index_file::{self, IndexPoint, SegmentSummary};
 use super::preallocate::{self, ZeroAhead};
-use super::seal::SealWork;
+use super::seal::{Seal, SealWork};
 use super::syncer::SyncTarget;
 
 /// Bytes between two sparse index entries.
@@ -348,22 +348,23 @@ impl Segment {
     /// (see [`super::seal`]); `None` unless its appends wait in a direct log (appends
     /// through the page cache may reach the disk before an fdatasync, so a roll seals
     /// those segments at once).
-    pub fn seal_work(&self, dir: &Path) -> Option<SealWork> {
+    pub fn seal_later(&self, dir: &Path) -> Option<Arc<Seal>> {
         let Writer::Direct(log) = &self.writer else {
             return None;
         };
-        Some(SealWork {
+        let work = SealWork {
             data: SyncTarget::Direct(log.clone()),
             file: self.file.clone(),
             path: self.path.clone(),
             size: self.size,
             summary: self.summary(),
             dir: dir.to_path_buf(),
-        })
+        };
+        Some(Seal::new(self.base_offset, work))
     }
 
     /// Brings the segment's state in memory in line with a seal that has run (see
-    /// [`Segment::seal_work`]): no I/O, as the seal wrote everything and cut the padding.
+    /// [`Segment::seal_later`]): no I/O, as the seal wrote everything and cut the padding.
     pub fn sealed(&mut self) -> io::Result<()> {
         self.trim()?;
         self.zero_ahead.set_file_len(self.size);
