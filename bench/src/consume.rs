@@ -192,9 +192,11 @@ async fn follow(
         }
         for reader in &mut readers {
             let mut expected = reader.position();
-            for record in reader.poll().await? {
+            let records = reader.poll().await?;
+            // A response's records all arrived now: one clock read serves them all.
+            let now = now_micros();
+            for record in records {
                 next_in_order(reader.partition(), &mut expected, record.offset)?;
-                let now = now_micros();
                 if let Some(sent) = stamp_of(&record.value).filter(|&t| t >= measured_from) {
                     done.latency
                         .record(Duration::from_micros(now.saturating_sub(sent)));

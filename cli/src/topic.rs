@@ -343,7 +343,7 @@ async fn consume(client: &Client, args: ConsumeArgs, format: Format) -> anyhow::
 
 fn record_json(record: &ConsumedRecord) -> serde_json::Value {
     json!({
-        "topic": record.topic,
+        "topic": &*record.topic,
         "partition": record.partition,
         "offset": record.offset,
         "timestamp_ms": record.timestamp_ms,

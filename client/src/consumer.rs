@@ -49,6 +49,10 @@ impl Default for ConsumerConfig {
 /// poll gives up and reports the error.
 const RETRY_WINDOW: Duration = Duration::from_secs(60);
 
+/// Most records a poll makes room for before reading them (a broker is not trusted to
+/// announce honest counts).
+const MAX_PRESIZED_RECORDS: usize = 64 * 1024;
+
 pub struct PartitionConsumer {
     client: Client,
     topic: String,
@@ -184,7 +188,14 @@ impl PartitionConsumer {
                 }
             })
             .await?;
-        let mut records = Vec::new();
+        // Sized for the batches' records up front (bounded: the counts are the broker's).
+        let announced: usize = response
+            .batches
+            .iter()
+            .map(|b| b.record_count as usize)
+            .sum();
+        let mut records = Vec::with_capacity(announced.min(MAX_PRESIZED_RECORDS));
+        let shared_topic: std::sync::Arc<str> = std::sync::Arc::from(topic.as_str());
         for batch in response.batches {
             // The broker is not trusted: each batch is checked before it is read.
             let compression = u8::try_from(batch.compression)
@@ -215,7 +226,12 @@ impl PartitionConsumer {
                     ClientError::Internal(format!("offset out of range in {topic}/{partition}"))
                 })?;
                 if at >= offset {
-                    records.push(ConsumedRecord::from_batch(&topic, partition, at, record));
+                    records.push(ConsumedRecord::from_batch(
+                        &shared_topic,
+                        partition,
+                        at,
+                        record,
+                    ));
                 }
             }
         }

@@ -100,7 +100,8 @@ pub struct RecordMetadata {
 /// A consumed record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
-    pub topic: String,
+    /// Shared by the records of one fetch (no allocation per record).
+    pub topic: std::sync::Arc<str>,
     pub partition: u32,
     pub offset: u64,
     pub key: Option<Bytes>,
@@ -111,13 +112,13 @@ pub struct ConsumedRecord {
 
 impl ConsumedRecord {
     pub(crate) fn from_batch(
-        topic: &str,
+        topic: &std::sync::Arc<str>,
         partition: u32,
         offset: u64,
         r: strait_records::Record,
     ) -> Self {
         ConsumedRecord {
-            topic: topic.to_string(),
+            topic: topic.clone(),
             partition,
             offset,
             key: r.key,
