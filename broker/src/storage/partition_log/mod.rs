@@ -7,6 +7,7 @@
 //! active segment.
 
 mod chunks;
+pub use chunks::prefill as prefill_chunk_pool;
 pub mod direct;
 pub mod format;
 pub mod index_file;
