@@ -4,6 +4,7 @@
 //! order within each partition.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strait_records::{Compression, MAX_PLAIN_BATCH_BYTES, RecordBatch};
 
@@ -55,7 +56,8 @@ const MAX_PRESIZED_RECORDS: usize = 64 * 1024;
 
 pub struct PartitionConsumer {
     client: Client,
-    topic: String,
+    /// Shared with the records it returns.
+    topic: Arc<str>,
     partition: u32,
     position: u64,
     config: ConsumerConfig,
@@ -133,7 +135,7 @@ impl PartitionConsumer {
         };
         Ok(PartitionConsumer {
             client,
-            topic: topic.to_string(),
+            topic: Arc::from(topic),
             partition,
             position,
             config,
@@ -159,7 +161,7 @@ impl PartitionConsumer {
         let response = client
             .with_leader(&topic, partition, deadline, |addr| {
                 let request = FetchRequest {
-                    topic: topic.clone(),
+                    topic: topic.to_string(),
                     partition,
                     offset,
                     max_bytes: config.max_bytes,
@@ -195,7 +197,6 @@ impl PartitionConsumer {
             .map(|b| b.record_count as usize)
             .sum();
         let mut records = Vec::with_capacity(announced.min(MAX_PRESIZED_RECORDS));
-        let shared_topic: std::sync::Arc<str> = std::sync::Arc::from(topic.as_str());
         for batch in response.batches {
             // The broker is not trusted: each batch is checked before it is read.
             let compression = u8::try_from(batch.compression)
@@ -226,12 +227,7 @@ impl PartitionConsumer {
                     ClientError::Internal(format!("offset out of range in {topic}/{partition}"))
                 })?;
                 if at >= offset {
-                    records.push(ConsumedRecord::from_batch(
-                        &shared_topic,
-                        partition,
-                        at,
-                        record,
-                    ));
+                    records.push(ConsumedRecord::from_batch(&topic, partition, at, record));
                 }
             }
         }

@@ -100,7 +100,7 @@ pub struct RecordMetadata {
 /// A consumed record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumedRecord {
-    /// Shared by the records of one fetch (no allocation per record).
+    /// Shared by the records of a consumer (no allocation per record).
     pub topic: std::sync::Arc<str>,
     pub partition: u32,
     pub offset: u64,

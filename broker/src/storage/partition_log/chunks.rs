@@ -112,6 +112,7 @@ const PREFILL: [usize; CLASSES] = [4, 4, 4, 4, 8];
 pub fn prefill() {
     POOL.prefill(&PREFILL);
 }
+
 /// The chunk sizes the pool keeps: the powers of two from [`MIN_CHUNK`] to
 /// [`MAX_CHUNK`] (what [`Chunks::push`] allocates).
 const CLASSES: usize = (MAX_CHUNK / MIN_CHUNK).trailing_zeros() as usize + 1;
