@@ -98,6 +98,9 @@ def summary(report):
     if report.get("brokers"):
         parts.append("brokers " + ", ".join(
             f'{b["cpu_percent"]:.0f}% CPU {b["rss_mib"]:.0f} MiB' for b in report["brokers"]))
+    cpu = report.get("cpu")
+    if cpu:
+        parts.append(f'machine {cpu["busy_percent"]:.0f}% busy, benchmark {cpu["bench_percent"]:.0f}% of a core')
     stalls = report.get("disk_stalls")
     if stalls:
         parts.append(f'longest disk stall {stalls["longest_ms"]:.0f} ms')

@@ -258,6 +258,7 @@ fn report(command: &str, settings: String, records: u64, bytes: u64, seconds: f6
         send_lag_ms: None,
         brokers: Vec::new(),
         disk_stalls: None,
+        cpu: None,
         limits: None,
         replication_factor: 0,
     }
@@ -284,7 +285,7 @@ fn produced_report(
     out.errors = produced.errors;
     out.batching = Some(Batching::new(&produced.sent));
     out.send_lag_ms = produced.send_lag.as_ref().map(Latency::percentiles);
-    (out.brokers, out.disk_stalls) = usage.finish();
+    out.set_usage(usage.finish());
     out.limits = limits;
     out.replication_factor = target.replicas;
     out
@@ -391,7 +392,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 consumed.bytes,
                 consumed.seconds,
             );
-            (out.brokers, out.disk_stalls) = usage.finish();
+            out.set_usage(usage.finish());
             out.limits = limits;
             out.print(target.json);
         }
@@ -434,7 +435,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let usage = probe(&cluster);
             tokio::time::sleep(Duration::from_secs(seconds)).await;
             let mut out = report("idle", settings, 0, 0, seconds as f64);
-            (out.brokers, out.disk_stalls) = usage.finish();
+            out.set_usage(usage.finish());
             out.print(target.json);
         }
     }

@@ -73,6 +73,8 @@ pub struct Report {
     pub brokers: Vec<crate::usage::BrokerUsage>,
     /// Spans in which this machine's disks had requests waiting and completed none.
     pub disk_stalls: Option<crate::disk_stalls::DiskStalls>,
+    /// How busy the machine's cores were over the run, and the benchmark's own share.
+    pub cpu: Option<crate::usage::MachineCpu>,
     /// The machine's limits measured in the same run (`--limits`).
     pub limits: Option<crate::limits::Limits>,
     /// Replicas per partition, for the share of the disk a produce run used (0: not a
@@ -103,6 +105,13 @@ impl Batching {
 }
 
 impl Report {
+    /// Takes in what the run's [`crate::usage::UsageProbe`] measured.
+    pub fn set_usage(&mut self, usage: crate::usage::Usage) {
+        self.brokers = usage.brokers;
+        self.disk_stalls = usage.disk_stalls;
+        self.cpu = usage.cpu;
+    }
+
     pub fn print(&self, json: bool) {
         if json {
             match serde_json::to_string_pretty(self) {
@@ -171,6 +180,12 @@ impl Report {
                 .map(|b| format!("{:.1}% CPU, {:.0} MiB", b.cpu_percent, b.rss_mib))
                 .collect();
             println!("brokers (CPU as % of one core, RSS): {}", each.join("; "));
+        }
+        if let Some(cpu) = &self.cpu {
+            println!(
+                "machine CPU ({} cores): {:.1}% busy, {:.1}% stolen by the hypervisor; the benchmark {:.1}% of a core",
+                cpu.cores, cpu.busy_percent, cpu.steal_percent, cpu.bench_percent
+            );
         }
         if let Some(stalls) = &self.disk_stalls {
             println!(

@@ -1,6 +1,7 @@
 //! What the brokers on this machine cost while a benchmark runs: CPU (share of one core,
-//! from `/proc/<pid>/stat`) and resident memory (`/proc/<pid>/status`); and the disks'
-//! stalls over the same span (`disk_stalls`).
+//! from `/proc/<pid>/stat`) and resident memory (`/proc/<pid>/status`); how busy the
+//! whole machine's cores were and the benchmark's own share (`/proc/stat`,
+//! `/proc/self/stat`); and the disks' stalls over the same span (`disk_stalls`).
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -19,10 +20,32 @@ pub struct BrokerUsage {
     pub rss_mib: f64,
 }
 
-/// CPU counters of the brokers at the start of a run.
+/// The machine's CPU over a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct MachineCpu {
+    pub cores: usize,
+    /// Percent of all the cores' time spent running anything (user, system,
+    /// interrupts), averaged over the run: 100 when every core was busy throughout.
+    pub busy_percent: f64,
+    /// Percent of all the cores' time the hypervisor gave to something else.
+    pub steal_percent: f64,
+    /// This benchmark's own CPU, percent of one core.
+    pub bench_percent: f64,
+}
+
+/// Everything a [`UsageProbe`] measured.
+pub struct Usage {
+    pub brokers: Vec<BrokerUsage>,
+    pub disk_stalls: Option<DiskStalls>,
+    pub cpu: Option<MachineCpu>,
+}
+
+/// CPU counters of the brokers, the machine and this process at the start of a run.
 pub struct UsageProbe {
     start: Instant,
     ticks: Vec<(u32, u64)>,
+    machine: Option<CpuTimes>,
+    own: Option<u64>,
     disks: Mutex<DiskWatch>,
 }
 
@@ -38,6 +61,8 @@ impl UsageProbe {
         UsageProbe {
             disks: Mutex::new(DiskWatch::start()),
             start: Instant::now(),
+            machine: CpuTimes::now(),
+            own: cpu_ticks(std::process::id()),
             ticks: pids
                 .into_iter()
                 .filter_map(|pid| Some((pid, cpu_ticks(pid)?)))
@@ -45,10 +70,10 @@ impl UsageProbe {
         }
     }
 
-    /// Each broker's CPU since [`UsageProbe::start`] and its memory now, and the
-    /// disks' stalls over the same span (their watch stops here).
-    pub fn finish(&self) -> (Vec<BrokerUsage>, Option<DiskStalls>) {
-        let stalls = self
+    /// Each broker's CPU since [`UsageProbe::start`] and its memory now, the machine's
+    /// CPU, and the disks' stalls over the same span (their watch stops here).
+    pub fn finish(&self) -> Usage {
+        let disk_stalls = self
             .disks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -67,7 +92,64 @@ impl UsageProbe {
                 })
             })
             .collect();
-        (brokers, stalls)
+        let cpu = (|| {
+            let (before, after) = (self.machine?, CpuTimes::now()?);
+            let total = after.total.checked_sub(before.total).filter(|t| *t > 0)? as f64;
+            let own = cpu_ticks(std::process::id())?.checked_sub(self.own?)? as f64;
+            Some(MachineCpu {
+                cores: after.cores,
+                busy_percent: 100.0 * after.busy.saturating_sub(before.busy) as f64 / total,
+                steal_percent: 100.0 * after.steal.saturating_sub(before.steal) as f64 / total,
+                bench_percent: 100.0 * own / per_second / seconds,
+            })
+        })();
+        Usage {
+            brokers,
+            disk_stalls,
+            cpu,
+        }
+    }
+}
+
+/// The summed counters of `/proc/stat`'s `cpu` line, in clock ticks.
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    /// user, nice, system, irq and softirq.
+    busy: u64,
+    steal: u64,
+    /// All of them, with idle and I/O wait.
+    total: u64,
+    cores: usize,
+}
+
+impl CpuTimes {
+    fn now() -> Option<CpuTimes> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        CpuTimes::parse(&stat)
+    }
+
+    fn parse(stat: &str) -> Option<CpuTimes> {
+        let mut lines = stat.lines();
+        let fields: Vec<u64> = lines
+            .next()?
+            .strip_prefix("cpu ")?
+            .split_whitespace()
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        // user nice system idle iowait irq softirq steal (guest time is within user).
+        let [user, nice, system, idle, iowait, irq, softirq, steal, ..] = fields[..] else {
+            return None;
+        };
+        let cores = lines
+            .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+            .count();
+        let busy = user + nice + system + irq + softirq;
+        Some(CpuTimes {
+            busy,
+            steal,
+            total: busy + idle + iowait + steal,
+            cores,
+        })
     }
 }
 
@@ -110,4 +192,24 @@ fn ticks_per_second() -> f64 {
     // SAFETY: sysconf reads a constant of the running system.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_stat_cpu_times_are_summed_and_cores_counted() {
+        let stat = "cpu  100 5 50 800 20 3 7 15 0 0\n\
+                    cpu0 50 2 25 400 10 1 3 8 0 0\n\
+                    cpu1 50 3 25 400 10 2 4 7 0 0\n\
+                    intr 12345\n";
+        let t = CpuTimes::parse(stat).expect("parses");
+        assert_eq!(t.busy, 100 + 5 + 50 + 3 + 7);
+        assert_eq!(t.steal, 15);
+        assert_eq!(t.total, 165 + 800 + 20 + 15);
+        assert_eq!(t.cores, 2);
+        assert!(CpuTimes::parse("cpu  1 2 3\n").is_none(), "too few fields");
+        assert!(CpuTimes::parse("intr 1\n").is_none(), "no cpu line");
+    }
 }
