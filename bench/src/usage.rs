@@ -1,7 +1,7 @@
 //! What the brokers on this machine cost while a benchmark runs: CPU (share of one core,
 //! from `/proc/<pid>/stat`) and resident memory (`/proc/<pid>/status`); how busy the
-//! whole machine's cores were and the benchmark's own share (`/proc/stat`,
-//! `/proc/self/stat`); and the disks' stalls over the same span (`disk_stalls`).
+//! whole machine's cores were (`/proc/stat`) and the benchmark's own share (its
+//! `/proc/<pid>/stat`); and the disks' stalls over the same span (`disk_stalls`).
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -92,22 +92,28 @@ impl UsageProbe {
                 })
             })
             .collect();
-        let cpu = (|| {
-            let (before, after) = (self.machine?, CpuTimes::now()?);
-            let total = after.total.checked_sub(before.total).filter(|t| *t > 0)? as f64;
-            let own = cpu_ticks(std::process::id())?.checked_sub(self.own?)? as f64;
-            Some(MachineCpu {
-                cores: after.cores,
-                busy_percent: 100.0 * after.busy.saturating_sub(before.busy) as f64 / total,
-                steal_percent: 100.0 * after.steal.saturating_sub(before.steal) as f64 / total,
-                bench_percent: 100.0 * own / per_second / seconds,
-            })
-        })();
+        let cpu = self.machine_cpu(per_second, seconds);
         Usage {
             brokers,
             disk_stalls,
             cpu,
         }
+    }
+}
+
+impl UsageProbe {
+    /// The machine's CPU since [`UsageProbe::start`], and this process's, over
+    /// `seconds` (`per_second`: clock ticks a second).
+    fn machine_cpu(&self, per_second: f64, seconds: f64) -> Option<MachineCpu> {
+        let (before, after) = (self.machine?, CpuTimes::now()?);
+        let total = after.total.checked_sub(before.total).filter(|t| *t > 0)? as f64;
+        let own = cpu_ticks(std::process::id())?.checked_sub(self.own?)? as f64;
+        Some(MachineCpu {
+            cores: after.cores,
+            busy_percent: 100.0 * after.busy.saturating_sub(before.busy) as f64 / total,
+            steal_percent: 100.0 * after.steal.saturating_sub(before.steal) as f64 / total,
+            bench_percent: 100.0 * own / per_second / seconds,
+        })
     }
 }
 

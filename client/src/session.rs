@@ -191,14 +191,17 @@ impl<K: Kind> Session<K> {
         }
         if self.requests.send(K::number(id, request)).await.is_err() {
             self.lock().waiting.remove(&id);
-            return Err(self.transport_error("the session ended"));
+            return Err(transport_error(&self.addr, "the session ended"));
         }
         match tokio::time::timeout(timeout, answer).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(self.transport_error("the session ended")),
+            Ok(Err(_)) => Err(transport_error(&self.addr, "the session ended")),
             Err(_) => {
                 self.lock().waiting.remove(&id);
-                self.close(self.transport_error("a request of the session timed out"));
+                self.close(transport_error(
+                    &self.addr,
+                    "a request of the session timed out",
+                ));
                 Err(ClientError::Timeout(format!(
                     "no reply from {} within {timeout:?}",
                     self.addr
@@ -236,10 +239,6 @@ impl<K: Kind> Session<K> {
             let _ = done.send(Err(err.clone()));
         }
         self.stop.notify_one();
-    }
-
-    fn transport_error(&self, message: &str) -> ClientError {
-        transport_error(&self.addr, message)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<K::Response>> {
