@@ -7,9 +7,7 @@ use std::time::Duration;
 use openraft::Raft;
 use openraft::async_runtime::watch::WatchReceiver;
 use strait_proto::internal::controller_server::ControllerServer;
-use strait_proto::internal::raft_transport_server::RaftTransportServer;
 use strait_proto::v1::admin_server::AdminServer;
-use strait_proto::v1::strait_server::StraitServer;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
 
@@ -168,28 +166,26 @@ pub async fn run(config: BrokerConfig) -> Result<(), ServerError> {
         .max_frame_size(Some(strait_proto::MAX_FRAME_BYTES))
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .add_service(
-            StraitServer::new(ClientApi {
+            ClientApi {
                 cache: cache.clone(),
                 controller: controller.clone(),
                 partitions: partitions.clone(),
                 topic_defaults: config.topic_defaults,
                 produce_budget: Default::default(),
-            })
-            .max_decoding_message_size(client_limit)
-            .max_encoding_message_size(64 * 1024 * 1024),
+            }
+            .into_service(client_limit),
         )
         .add_service(AdminServer::new(AdminApi {
             controller: controller.clone(),
             topic_defaults: config.topic_defaults,
         }))
         .add_service(
-            RaftTransportServer::new(RaftTransportApi {
+            RaftTransportApi {
                 controller: controller_raft.clone(),
                 partitions: partitions.clone(),
                 shutdown: shutdown.clone(),
-            })
-            .max_decoding_message_size(crate::raft::MAX_RAFT_MESSAGE_BYTES)
-            .max_encoding_message_size(crate::raft::MAX_RAFT_MESSAGE_BYTES),
+            }
+            .into_service(),
         )
         .add_service(
             ControllerServer::new(ControllerApi {

@@ -4,18 +4,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use strait_proto::v1::strait_server::Strait;
+use strait_proto::v1::strait_server::{Strait, StraitServer};
 use strait_proto::v1::{
     FetchRequest, FetchResponse, FetchStreamReply, FetchStreamRequest, InitProducerRequest,
     InitProducerResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
     MetadataResponse, ProduceRequest, ProduceResponse, ProduceStreamReply, ProduceStreamRequest,
     RecordBatch,
 };
+use tonic::body::Body;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::convert::{
     broker_metadata, compression_from_wire, compression_to_wire, now_ms, topic_metadata,
 };
+use super::grpc_stream::{FastStreams, Handler, RequestStream, reply_stream};
 use super::session;
 use super::status::to_status;
 use crate::controller::topic_config::TopicConfig;
@@ -33,6 +36,28 @@ pub struct ClientApi {
     /// What produce sessions may hold at once, broker-wide.
     pub produce_budget: session::ProduceBudget,
 }
+
+impl ClientApi {
+    /// The client API's service: tonic's, with produce sessions (every record produced)
+    /// read without tonic's copy ([`grpc_stream`]). Requests over `max_request_bytes`
+    /// are refused.
+    pub fn into_service(self, max_request_bytes: usize) -> FastStreams<StraitServer<ClientApi>> {
+        let (partitions, budget) = (self.partitions.clone(), self.produce_budget.clone());
+        let produce_stream: Handler = Arc::new(move |request: http::Request<Body>| {
+            let requests = RequestStream::new(request.into_body(), max_request_bytes);
+            let replies = session::produce_session(partitions.clone(), budget.clone(), requests);
+            Box::pin(std::future::ready(reply_stream(replies, MAX_REPLY_BYTES)))
+        });
+        let server = StraitServer::new(self)
+            .max_decoding_message_size(max_request_bytes)
+            .max_encoding_message_size(MAX_REPLY_BYTES);
+        let path = format!("/{}/ProduceStream", StraitServer::<ClientApi>::NAME);
+        FastStreams::new(server, [(path, produce_stream)])
+    }
+}
+
+/// The largest reply the client API sends (a fetch's records, within its `max_bytes`).
+const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
 #[tonic::async_trait]
 impl Strait for ClientApi {

@@ -12,6 +12,7 @@ pub mod admin_api;
 pub mod client_api;
 pub mod controller_api;
 pub mod convert;
+pub mod grpc_stream;
 pub mod raft_transport;
 pub mod session;
 pub mod status;

@@ -5,21 +5,27 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use openraft::raft::VoteRequest;
-use strait_proto::internal::raft_transport_server::RaftTransport;
+use strait_proto::internal::raft_transport_server::{RaftTransport, RaftTransportServer};
 use strait_proto::internal::{BeatsRequest, BeatsResponse, RaftMessage};
 use tokio::sync::watch;
+use tonic::body::Body;
 use tonic::metadata::MetadataMap;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::grpc_stream::{FastStreams, Handler, RequestStream, reply_stream};
 use crate::controller::ControllerRaft;
 use crate::partition::types::PartitionRaftConfig;
 use crate::partition::{PartitionRegistry, PartitionReplica};
-use crate::raft::{GROUP_HEADER, RaftRpcKind, serve_append_stream, serve_rpc};
+use crate::raft::{
+    GROUP_HEADER, MAX_RAFT_MESSAGE_BYTES, RaftRpcKind, serve_append_stream, serve_rpc,
+};
 use crate::storage::decode;
 
 /// The controller is Raft group 0.
 const CONTROLLER_GROUP: u64 = 0;
 
+#[derive(Clone)]
 pub struct RaftTransportApi {
     pub controller: Option<ControllerRaft>,
     pub partitions: Arc<PartitionRegistry>,
@@ -88,6 +94,54 @@ impl RaftTransportApi {
     }
 }
 
+impl RaftTransportApi {
+    /// Serves an `AppendStream` call of `group` whose messages are `input`.
+    fn open_append_stream(
+        &self,
+        group: u64,
+        input: impl Stream<Item = Result<RaftMessage, Status>> + Send + Unpin + 'static,
+    ) -> Result<ReplyStream, Status> {
+        let mut shutdown = self.shutdown.clone();
+        let input = input.take_until(async move {
+            let _ = shutdown.wait_for(|stopping| *stopping).await;
+        });
+        Ok(if group == CONTROLLER_GROUP {
+            let raft = self.controller()?.clone();
+            Box::pin(serve_append_stream(raft, group, input, || {}))
+        } else {
+            let replica = self.replica(group)?;
+            let raft = replica.raft().clone();
+            let heard = move || replica.liveness().heard_leader();
+            Box::pin(serve_append_stream(raft, group, input, heard))
+        })
+    }
+
+    /// The Raft transport's service: tonic's, with `AppendStream` (every replicated
+    /// record) read without tonic's copy ([`grpc_stream`]).
+    pub fn into_service(self) -> FastStreams<RaftTransportServer<RaftTransportApi>> {
+        let api = self.clone();
+        let append_stream: Handler = Arc::new(move |request: http::Request<Body>| {
+            let metadata = MetadataMap::from_headers(request.headers().clone());
+            let opened = stream_group(&metadata).and_then(|group| {
+                let input = RequestStream::new(request.into_body(), MAX_RAFT_MESSAGE_BYTES);
+                api.open_append_stream(group, input)
+            });
+            Box::pin(std::future::ready(match opened {
+                Ok(replies) => reply_stream(replies, MAX_RAFT_MESSAGE_BYTES),
+                Err(status) => status.into_http(),
+            }))
+        });
+        let server = RaftTransportServer::new(self)
+            .max_decoding_message_size(MAX_RAFT_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RAFT_MESSAGE_BYTES);
+        let path = format!(
+            "/{}/AppendStream",
+            RaftTransportServer::<RaftTransportApi>::NAME
+        );
+        FastStreams::new(server, [(path, append_stream)])
+    }
+}
+
 /// The group an `AppendStream` call names in its metadata.
 fn stream_group(metadata: &MetadataMap) -> Result<u64, Status> {
     metadata
@@ -106,20 +160,8 @@ impl RaftTransport for RaftTransportApi {
         request: Request<Streaming<RaftMessage>>,
     ) -> Result<Response<ReplyStream>, Status> {
         let group = stream_group(request.metadata())?;
-        let mut shutdown = self.shutdown.clone();
-        let input = request.into_inner().take_until(async move {
-            let _ = shutdown.wait_for(|stopping| *stopping).await;
-        });
-        let replies: ReplyStream = if group == CONTROLLER_GROUP {
-            let raft = self.controller()?.clone();
-            Box::pin(serve_append_stream(raft, group, input, || {}))
-        } else {
-            let replica = self.replica(group)?;
-            let raft = replica.raft().clone();
-            let heard = move || replica.liveness().heard_leader();
-            Box::pin(serve_append_stream(raft, group, input, heard))
-        };
-        Ok(Response::new(replies))
+        self.open_append_stream(group, request.into_inner())
+            .map(Response::new)
     }
 
     async fn append_entries(

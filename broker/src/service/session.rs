@@ -80,7 +80,7 @@ pub type Replies<R> = Pin<Box<dyn Stream<Item = Result<R, Status>> + Send>>;
 pub fn produce_session(
     partitions: Arc<PartitionRegistry>,
     budget: ProduceBudget,
-    requests: Streaming<ProduceStreamRequest>,
+    requests: impl Stream<Item = Result<ProduceStreamRequest, Status>> + Send + Unpin + 'static,
 ) -> Replies<ProduceStreamReply> {
     let admit = move |request| budget.clone().admit(request);
     // Room for every request's (small) reply: the task never waits to queue one, so a
