@@ -107,6 +107,8 @@ impl Strait for ClientApi {
 
     type ProduceStreamStream = session::Replies<ProduceStreamReply>;
 
+    /// A running broker serves this call through [`ClientApi::into_service`] (without
+    /// tonic's copy); this is tonic's way to the same session.
     async fn produce_stream(
         &self,
         request: Request<Streaming<ProduceStreamRequest>>,

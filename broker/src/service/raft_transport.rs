@@ -92,9 +92,7 @@ impl RaftTransportApi {
             result.map_err(|e| Status::invalid_argument(format!("bad raft message: {e}")))?;
         Ok(Response::new(reply))
     }
-}
 
-impl RaftTransportApi {
     /// Serves an `AppendStream` call of `group` whose messages are `input`.
     fn open_append_stream(
         &self,
@@ -155,6 +153,8 @@ fn stream_group(metadata: &MetadataMap) -> Result<u64, Status> {
 impl RaftTransport for RaftTransportApi {
     type AppendStreamStream = ReplyStream;
 
+    /// A running broker serves this call through [`RaftTransportApi::into_service`]
+    /// (without tonic's copy); this is tonic's way to the same stream.
     async fn append_stream(
         &self,
         request: Request<Streaming<RaftMessage>>,
