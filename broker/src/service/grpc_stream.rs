@@ -60,6 +60,14 @@ impl State {
             have: 0,
         }
     }
+
+    /// Collecting a `len`-byte message from the frames to come.
+    fn spread(len: usize) -> State {
+        State::Spread {
+            buf: BytesMut::with_capacity(len),
+            len,
+        }
+    }
 }
 
 impl<T: Message + Default> RequestStream<T> {
@@ -88,10 +96,7 @@ impl<T: Message + Default> RequestStream<T> {
                     return Ok(Some(message));
                 }
                 self.frame.advance(PREFIX);
-                self.state = State::Spread {
-                    buf: BytesMut::with_capacity(len),
-                    len,
-                };
+                self.state = State::spread(len);
                 continue;
             }
             match &mut self.state {
@@ -104,11 +109,7 @@ impl<T: Message + Default> RequestStream<T> {
                     self.frame.advance(n);
                     *have += n;
                     if *have == PREFIX {
-                        let len = message_len(&prefix[..], max)?;
-                        self.state = State::Spread {
-                            buf: BytesMut::with_capacity(len),
-                            len,
-                        };
+                        self.state = State::spread(message_len(&prefix[..], max)?);
                     }
                 }
                 State::Spread { buf, len } => {
@@ -126,9 +127,10 @@ impl<T: Message + Default> RequestStream<T> {
         }
     }
 
-    /// Whether the body ended within a message.
+    /// Whether the body ended within a message ([`Self::next_message`] takes every
+    /// byte of a frame before the next is read, so the state tells).
     fn mid_message(&self) -> bool {
-        !self.frame.is_empty() || !matches!(self.state, State::Prefix { have: 0, .. })
+        !matches!(self.state, State::Prefix { have: 0, .. })
     }
 }
 
