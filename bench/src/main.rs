@@ -13,6 +13,7 @@ mod payload;
 mod produce;
 mod stats;
 mod storage;
+mod timeline;
 mod usage;
 
 use std::time::Duration;
@@ -256,6 +257,7 @@ fn report(command: &str, settings: String, records: u64, bytes: u64, seconds: f6
         errors: 0,
         batching: None,
         send_lag_ms: None,
+        ack_timeline: None,
         brokers: Vec::new(),
         disk_stalls: None,
         cpu: None,
@@ -285,6 +287,7 @@ fn produced_report(
     out.errors = produced.errors;
     out.batching = Some(Batching::new(&produced.sent));
     out.send_lag_ms = produced.send_lag.as_ref().map(Latency::percentiles);
+    out.ack_timeline = produced.timeline.clone();
     out.set_usage(usage.finish());
     out.limits = limits;
     out.replication_factor = target.replicas;

@@ -18,6 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use crate::pacer::Pacer;
 use crate::payload::{Filler, Payload};
 use crate::stats::Latency;
+use crate::timeline::{Interval, Timeline};
 
 #[derive(Args, Debug, Clone)]
 pub struct LoadArgs {
@@ -66,6 +67,10 @@ pub struct LoadArgs {
     /// What values hold after their send time: synthetic log lines, or random bytes.
     #[arg(long, value_enum, default_value_t = Payload::Text)]
     pub payload: Payload,
+    /// Also report acknowledgement latency per this many ms of due time, warm-up
+    /// included (keeps 4 bytes per record until the end of the run).
+    #[arg(long)]
+    pub timeline_ms: Option<u64>,
 }
 
 fn parse_compression(name: &str) -> Result<Compression, String> {
@@ -130,6 +135,8 @@ pub struct Produced {
     /// At a fixed rate: how late each record was handed to the producer after its due
     /// time (the load generator's own delay, part of every latency above).
     pub send_lag: Option<Latency>,
+    /// Latency per interval of due time (`--timeline-ms`).
+    pub timeline: Option<Vec<Interval>>,
 }
 
 /// Microseconds since the epoch: stamped into each value for end-to-end latency.
@@ -199,6 +206,9 @@ pub async fn run(
                         acked: acked.clone(),
                         acked_bytes: acked_bytes.clone(),
                         slowest: slowest.clone(),
+                        timeline: args
+                            .timeline_ms
+                            .map(|ms| Timeline::new(started, Duration::from_millis(ms))),
                     },
                 )));
             }
@@ -206,8 +216,11 @@ pub async fn run(
             let sizes = args.record_sizes.clone().unwrap_or(vec![args.record_size]);
             // Keyless records stick to one partition for a batch's worth, then move on
             // (Kafka's sticky partitioner): with many partitions, batches stay full.
+            // A batch's worth counts each record as the producer does (with its
+            // overhead in the batch): counting values alone, each visit left a few
+            // records behind, sent as a batch of their own once the linger ran out.
             let average = sizes.iter().sum::<usize>() / sizes.len().max(1);
-            let sticky = (args.batch_bytes / average.max(1)).max(1) as u64;
+            let sticky = records_per_batch(args.batch_bytes, average.max(8));
             let mut sent = 0u64;
             let mut filler = Filler::new(args.payload);
             let mut arenas = Arenas::prefilled();
@@ -268,10 +281,16 @@ pub async fn run(
             }
             drop(queues);
             let (mut latency, mut records, mut bytes, mut errors) = (Latency::new(), 0, 0, 0);
+            let mut timeline = args
+                .timeline_ms
+                .map(|ms| Timeline::new(started, Duration::from_millis(ms)));
             for waiter in waiters {
                 match waiter.await {
                     Ok(tally) => {
                         latency.add(&tally.latency);
+                        if let (Some(all), Some(part)) = (&mut timeline, tally.timeline) {
+                            all.merge(part);
+                        }
                         records += tally.records;
                         bytes += tally.bytes;
                         errors += tally.errors;
@@ -280,7 +299,15 @@ pub async fn run(
                     Err(_) => errors += 1,
                 }
             }
-            anyhow::Ok((latency, records, bytes, errors, producer.stats(), send_lag))
+            anyhow::Ok((
+                latency,
+                records,
+                bytes,
+                errors,
+                producer.stats(),
+                send_lag,
+                timeline,
+            ))
         }));
     }
     let mut total = Produced {
@@ -291,9 +318,16 @@ pub async fn run(
         errors: 0,
         sent: ProducerStats::default(),
         send_lag: (args.rate > 0.0).then(Latency::new),
+        timeline: None,
     };
+    let mut timeline = args
+        .timeline_ms
+        .map(|ms| Timeline::new(started, Duration::from_millis(ms)));
     for task in tasks {
-        let (latency, records, bytes, errors, sent, send_lag) = task.await??;
+        let (latency, records, bytes, errors, sent, send_lag, part) = task.await??;
+        if let (Some(all), Some(part)) = (&mut timeline, part) {
+            all.merge(part);
+        }
         if let Some(total) = &mut total.send_lag {
             total.add(&send_lag);
         }
@@ -304,8 +338,16 @@ pub async fn run(
         total.errors += errors;
     }
     total.seconds = started.elapsed().as_secs_f64();
+    total.timeline = timeline.map(Timeline::finish);
     progress.abort();
     Ok(total)
+}
+
+/// How many records of `value_bytes` (keyless, no headers) fill a batch of
+/// `batch_bytes`, as the producer counts them.
+fn records_per_batch(batch_bytes: usize, value_bytes: usize) -> u64 {
+    let size = ProducerRecord::new(vec![0u8; value_bytes]).size();
+    (batch_bytes / size.max(1)).max(1) as u64
 }
 
 /// One producer's tally of finished sends, also reported to the progress line.
@@ -320,6 +362,8 @@ struct Tally {
     acked_bytes: Arc<AtomicU64>,
     /// The slowest acknowledgement since the progress line last read it, in µs.
     slowest: Arc<AtomicU64>,
+    /// Every record's latency by due time, warm-up included (`--timeline-ms`).
+    timeline: Option<Timeline>,
 }
 
 impl Tally {
@@ -329,6 +373,9 @@ impl Tally {
                 let took = due.elapsed();
                 if due >= self.measured_from {
                     self.latency.record(took);
+                }
+                if let Some(timeline) = &mut self.timeline {
+                    timeline.record(due, took);
                 }
                 self.records += 1;
                 self.slowest
@@ -503,5 +550,16 @@ mod tests {
         assert!(arena.capacity() >= ARENA_BYTES);
         assert_ne!(arena.as_ptr(), second);
         drop(newer);
+    }
+
+    #[test]
+    fn a_batch_s_worth_counts_records_as_the_producer_does() {
+        // 1 KiB values in 512 KiB batches: the per-record overhead leaves room for 501,
+        // not 512 (which left 11 records to go alone).
+        let n = records_per_batch(512 * 1024, 1024);
+        let one = ProducerRecord::new(vec![0u8; 1024]).size();
+        assert!(n as usize * one <= 512 * 1024);
+        assert!((n as usize + 1) * one > 512 * 1024);
+        assert_eq!(records_per_batch(100, 4096), 1);
     }
 }

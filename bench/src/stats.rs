@@ -69,6 +69,8 @@ pub struct Report {
     pub batching: Option<Batching>,
     /// At a fixed rate: due time to the hand-over of each record to the producer.
     pub send_lag_ms: Option<Percentiles>,
+    /// Acknowledgement latency per interval of due time (`--timeline-ms`).
+    pub ack_timeline: Option<Vec<crate::timeline::Interval>>,
     /// The brokers' CPU and memory over the run (brokers on this machine only).
     pub brokers: Vec<crate::usage::BrokerUsage>,
     /// Spans in which this machine's disks had requests waiting and completed none.
@@ -139,6 +141,15 @@ impl Report {
                 println!(
                     "{name} (ms): p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} samples)",
                     p.p50, p.p90, p.p99, p.p999, p.max, p.count
+                );
+            }
+        }
+        if let Some(timeline) = &self.ack_timeline {
+            println!("ack latency by due time (ms): from, records, p50, p99, max");
+            for i in timeline {
+                println!(
+                    "  {:>7} {:>8} {:>9.3} {:>9.3} {:>9.3}",
+                    i.from_ms, i.records, i.p50_ms, i.p99_ms, i.max_ms
                 );
             }
         }

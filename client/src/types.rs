@@ -44,8 +44,10 @@ impl ProducerRecord {
         self
     }
 
-    /// Bytes the record occupies in a batch.
-    pub(crate) fn size(&self) -> usize {
+    /// Bytes the record occupies in a batch: what counts toward
+    /// `ProducerConfig::batch_max_bytes` (its key, value and headers, plus a fixed
+    /// overhead per record and per header).
+    pub fn size(&self) -> usize {
         strait_records::encoded_len(
             self.key.as_ref().map(Bytes::len),
             self.value.len(),
