@@ -163,18 +163,12 @@ pub async fn run(
     let acked = Arc::new(AtomicU64::new(0));
     let acked_bytes = Arc::new(AtomicU64::new(0));
     let slowest = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let deadline = args.duration.map(|s| started + Duration::from_secs(s));
-    let progress = tokio::spawn(progress(
-        acked.clone(),
-        acked_bytes.clone(),
-        slowest.clone(),
-    ));
     let partitions = client.topic(topic).await?.partitions.len().max(1) as u32;
-    let mut tasks = Vec::new();
-    for p in 0..producers {
-        let quota = args.records / u64::from(producers)
-            + u64::from(u64::from(p) < args.records % u64::from(producers));
+    // The producers are set up before the load starts (an idempotent one has its
+    // producer id), as the OpenMessaging Benchmark makes its producers before it
+    // measures: the first records wait for a batch, not for the cluster's id round.
+    let mut made = Vec::new();
+    for _ in 0..producers {
         let producer = client.producer(ProducerConfig {
             linger: Duration::from_millis(args.linger_ms),
             batch_max_bytes: args.batch_bytes,
@@ -183,6 +177,20 @@ pub async fn run(
             compression: args.compression,
             ..ProducerConfig::default()
         });
+        producer.ready().await?;
+        made.push(producer);
+    }
+    let started = Instant::now();
+    let deadline = args.duration.map(|s| started + Duration::from_secs(s));
+    let progress = tokio::spawn(progress(
+        acked.clone(),
+        acked_bytes.clone(),
+        slowest.clone(),
+    ));
+    let mut tasks = Vec::new();
+    for (p, producer) in (0..producers).zip(made) {
+        let quota = args.records / u64::from(producers)
+            + u64::from(u64::from(p) < args.records % u64::from(producers));
         let (args, topic) = (args.clone(), topic.to_string());
         let (acked, acked_bytes, slowest) = (acked.clone(), acked_bytes.clone(), slowest.clone());
         tasks.push(tokio::spawn(async move {

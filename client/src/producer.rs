@@ -143,20 +143,33 @@ pub struct Producer {
     /// Topic → partition → that partition's worker queue.
     workers: Mutex<HashMap<String, HashMap<u32, mpsc::Sender<Pending>>>>,
     round_robin: RoundRobin,
-    /// The producer id, taken when the first idempotent batch goes out.
+    /// The producer id, asked for when the producer is made (or by its first batch).
     producer_id: Arc<OnceCell<u64>>,
 }
 
 impl Client {
     /// A producer sharing this client's connections and metadata.
+    ///
+    /// An idempotent producer asks for its producer id at once, in the background (as
+    /// Kafka's sender thread does when it starts), so that its first batch need not wait
+    /// for it; if that fails, its first batch asks again.
     pub fn producer(&self, config: ProducerConfig) -> Producer {
+        let producer_id = Arc::new(OnceCell::new());
+        if config.idempotent
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (client, id) = (self.clone(), producer_id.clone());
+            runtime.spawn(async move {
+                let _ = id.get_or_try_init(|| client.init_producer_id()).await;
+            });
+        }
         Producer {
             client: self.clone(),
             config,
             counters: Arc::default(),
             workers: Mutex::new(HashMap::new()),
             round_robin: RoundRobin::default(),
-            producer_id: Arc::new(OnceCell::new()),
+            producer_id,
         }
     }
 
@@ -200,6 +213,17 @@ impl Producer {
             .await
             .map_err(|_| ClientError::Unavailable("the producer worker stopped".into()))?;
         Ok(DeliveryFuture { rx })
+    }
+
+    /// Waits until an idempotent producer has its producer id (at once for one that is
+    /// not idempotent): what a producer sets up before its first batch can go out.
+    pub async fn ready(&self) -> Result<(), ClientError> {
+        if self.config.idempotent {
+            self.producer_id
+                .get_or_try_init(|| self.client.init_producer_id())
+                .await?;
+        }
+        Ok(())
     }
 
     /// Requests, batches and records sent so far.

@@ -149,6 +149,8 @@ async fn a_pipelined_producer_writes_each_record_once_through_a_leader_kill() ->
         batch_max_bytes: 2048,
         ..Default::default()
     });
+    // The producer id, asked for when the producer was made, is there before any batch.
+    producer.ready().await?;
     let total = 4000u32;
     let mut deliveries = Vec::new();
     for i in 0..total {
