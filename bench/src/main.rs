@@ -304,6 +304,9 @@ fn probe(cluster: &Option<Cluster>) -> UsageProbe {
     UsageProbe::start(&pids)
 }
 
+/// Heap the benchmark writes once before its load (split over its worker threads).
+const PRETOUCH_MIB: usize = 64;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
@@ -311,6 +314,17 @@ fn main() -> anyhow::Result<()> {
     if cli.threads > 0 {
         runtime.worker_threads(cli.threads);
     }
+    // The load's own buffers page-faulted before it starts, as the brokers' are
+    // (`pretouch-mib`): otherwise its first fraction of a second pays for them.
+    strait_broker::pretouch::keep_freed_memory();
+    let workers = match cli.threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let pretouch = strait_broker::pretouch::PerThread::new(PRETOUCH_MIB, workers);
+    runtime.on_thread_start(move || {
+        pretouch.on_thread_start();
+    });
     runtime
         .build()
         .context("starting the tokio runtime")?

@@ -97,6 +97,11 @@ pub struct BrokerArgs {
     /// [default: 0, one per core].
     #[arg(long)]
     pub worker_threads: Option<usize>,
+    /// MiB of heap written once at start-up and kept for reuse, as the JVM's
+    /// AlwaysPreTouch: the first buffers under load then cost no page faults. 0 leaves
+    /// the allocator as it is [default: 64, at most 65536].
+    #[arg(long)]
+    pub pretouch_mib: Option<usize>,
 }
 
 impl BrokerArgs {
@@ -121,6 +126,7 @@ impl BrokerArgs {
             replication_streams: self.replication_streams.or(other.replication_streams),
             direct_io: self.direct_io.or(other.direct_io),
             worker_threads: self.worker_threads.or(other.worker_threads),
+            pretouch_mib: self.pretouch_mib.or(other.pretouch_mib),
         }
     }
 }
@@ -149,6 +155,8 @@ pub struct BrokerConfig {
     pub direct_io: bool,
     /// Async worker threads (0: one per core).
     pub worker_threads: usize,
+    /// MiB of heap touched at start-up (0: none).
+    pub pretouch_mib: usize,
 }
 
 impl BrokerConfig {
@@ -277,6 +285,13 @@ impl BrokerConfig {
                 message: "must be at most 1024".into(),
             });
         }
+        let pretouch_mib = args.pretouch_mib.unwrap_or(64);
+        if pretouch_mib > 65536 {
+            return Err(ConfigError::Invalid {
+                key: "pretouch-mib",
+                message: "must be at most 65536".into(),
+            });
+        }
         Ok(BrokerConfig {
             id,
             listen,
@@ -294,6 +309,7 @@ impl BrokerConfig {
             replication_streams,
             direct_io: args.direct_io.unwrap_or(true),
             worker_threads,
+            pretouch_mib,
         })
     }
 

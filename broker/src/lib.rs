@@ -17,6 +17,7 @@ pub mod controller;
 pub mod error;
 pub mod metadata;
 pub mod partition;
+pub mod pretouch;
 pub mod raft;
 pub mod server;
 pub mod service;
