@@ -83,6 +83,13 @@ impl LoadArgs {
         Instant::now() + Duration::from_secs(self.warmup)
     }
 
+    /// An empty timeline for a load started at `started`, if `--timeline-ms` asks for
+    /// one.
+    fn timeline(&self, started: Instant) -> Option<Timeline> {
+        self.timeline_ms
+            .map(|ms| Timeline::new(started, Duration::from_millis(ms)))
+    }
+
     pub fn describe(&self) -> String {
         let sizes = match &self.record_sizes {
             Some(mix) => format!("sizes {mix:?} B"),
@@ -214,9 +221,7 @@ pub async fn run(
                         acked: acked.clone(),
                         acked_bytes: acked_bytes.clone(),
                         slowest: slowest.clone(),
-                        timeline: args
-                            .timeline_ms
-                            .map(|ms| Timeline::new(started, Duration::from_millis(ms))),
+                        timeline: args.timeline(started),
                     },
                 )));
             }
@@ -289,9 +294,7 @@ pub async fn run(
             }
             drop(queues);
             let (mut latency, mut records, mut bytes, mut errors) = (Latency::new(), 0, 0, 0);
-            let mut timeline = args
-                .timeline_ms
-                .map(|ms| Timeline::new(started, Duration::from_millis(ms)));
+            let mut timeline = args.timeline(started);
             for waiter in waiters {
                 match waiter.await {
                     Ok(tally) => {
@@ -328,9 +331,7 @@ pub async fn run(
         send_lag: (args.rate > 0.0).then(Latency::new),
         timeline: None,
     };
-    let mut timeline = args
-        .timeline_ms
-        .map(|ms| Timeline::new(started, Duration::from_millis(ms)));
+    let mut timeline = args.timeline(started);
     for task in tasks {
         let (latency, records, bytes, errors, sent, send_lag, part) = task.await??;
         if let (Some(all), Some(part)) = (&mut timeline, part) {

@@ -3,8 +3,8 @@
 //! the OpenMessaging Benchmark reports latency per period. It shows where in a run its
 //! tail comes from: the first fraction of a second, a disk stall, a failover.
 //!
-//! Every timed record's latency is kept (4 bytes each) until the end of the run, so
-//! the percentiles of each interval are exact.
+//! Every record's latency, the warm-up's included, is kept (4 bytes each) until the
+//! end of the run, so the percentiles of each interval are exact.
 
 use std::time::{Duration, Instant};
 
