@@ -316,15 +316,7 @@ fn main() -> anyhow::Result<()> {
     }
     // The load's own buffers page-faulted before it starts, as the brokers' are
     // (`pretouch-mib`): otherwise its first fraction of a second pays for them.
-    strait_broker::pretouch::keep_freed_memory();
-    let workers = match cli.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        n => n,
-    };
-    let pretouch = strait_broker::pretouch::PerThread::new(PRETOUCH_MIB, workers);
-    runtime.on_thread_start(move || {
-        pretouch.on_thread_start();
-    });
+    strait_broker::pretouch::install(&mut runtime, PRETOUCH_MIB, cli.threads);
     runtime
         .build()
         .context("starting the tokio runtime")?

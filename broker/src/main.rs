@@ -27,18 +27,7 @@ fn main() -> anyhow::Result<()> {
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);
     }
-    if config.pretouch_mib > 0 {
-        use strait_broker::pretouch;
-        pretouch::keep_freed_memory();
-        let workers = match config.worker_threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
-        let hook = pretouch::PerThread::new(config.pretouch_mib, workers);
-        runtime.on_thread_start(move || {
-            hook.on_thread_start();
-        });
-    }
+    strait_broker::pretouch::install(&mut runtime, config.pretouch_mib, config.worker_threads);
     let runtime = runtime.build().context("starting the tokio runtime")?;
     runtime.block_on(strait_broker::server::run(config))?;
     Ok(())

@@ -22,7 +22,7 @@ const MIB: usize = 1 << 20;
 
 /// Tells glibc's allocator to keep freed memory for reuse. Call before other threads
 /// start (nothing elsewhere than glibc on Linux).
-pub fn keep_freed_memory() {
+fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt takes plain integers and changes only the allocator's settings.
     unsafe {
@@ -31,22 +31,40 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Sets up `runtime` to touch `total_mib` MiB at start-up, split over its worker
+/// threads (`worker_threads`, 0 for one per core, as tokio counts them), after telling
+/// the allocator to keep freed memory. Nothing for 0 MiB.
+pub fn install(runtime: &mut tokio::runtime::Builder, total_mib: usize, worker_threads: usize) {
+    if total_mib == 0 {
+        return;
+    }
+    keep_freed_memory();
+    let workers = match worker_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let hook = PerThread::new(total_mib, workers);
+    runtime.on_thread_start(move || {
+        hook.on_thread_start();
+    });
+}
+
 /// Writes `mib` MiB of heap once and frees it: the calling thread's arena then holds
 /// mapped pages.
-pub fn touch(mib: usize) {
+fn touch(mib: usize) {
     let blocks: Vec<Vec<u8>> = (0..mib).map(|_| vec![1u8; MIB]).collect();
     std::hint::black_box(&blocks);
 }
 
 /// The share of the pages each of the first worker threads touches.
-pub struct PerThread {
+struct PerThread {
     share_mib: usize,
     left: AtomicUsize,
 }
 
 impl PerThread {
     /// `total_mib` split over the first `threads` threads to start.
-    pub fn new(total_mib: usize, threads: usize) -> Arc<PerThread> {
+    fn new(total_mib: usize, threads: usize) -> Arc<PerThread> {
         let threads = threads.max(1);
         Arc::new(PerThread {
             share_mib: total_mib.div_ceil(threads),
@@ -57,7 +75,7 @@ impl PerThread {
     /// For tokio's `on_thread_start`: the first threads to start (the workers, started
     /// with the runtime) each touch their share; later ones (the blocking pool's)
     /// nothing. Returns the MiB this thread touched.
-    pub fn on_thread_start(&self) -> usize {
+    fn on_thread_start(&self) -> usize {
         let first = self
             .left
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))

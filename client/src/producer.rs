@@ -160,7 +160,7 @@ impl Client {
         {
             let (client, id) = (self.clone(), producer_id.clone());
             runtime.spawn(async move {
-                let _ = id.get_or_try_init(|| client.init_producer_id()).await;
+                let _ = shared_id(&id, &client).await;
             });
         }
         Producer {
@@ -219,9 +219,7 @@ impl Producer {
     /// not idempotent): what a producer sets up before its first batch can go out.
     pub async fn ready(&self) -> Result<(), ClientError> {
         if self.config.idempotent {
-            self.producer_id
-                .get_or_try_init(|| self.client.init_producer_id())
-                .await?;
+            shared_id(&self.producer_id, &self.client).await?;
         }
         Ok(())
     }
@@ -275,6 +273,13 @@ impl Producer {
             .insert(partition, tx.clone());
         tx
     }
+}
+
+/// The producer id its partitions share: asked for once, by whoever needs it first.
+async fn shared_id(cell: &OnceCell<u64>, client: &Client) -> Result<u64, ClientError> {
+    cell.get_or_try_init(|| client.init_producer_id())
+        .await
+        .copied()
 }
 
 /// One partition's worker: batches, numbers and sends.
@@ -394,10 +399,7 @@ impl Worker {
             let id = if own_id {
                 self.client.init_producer_id().await?
             } else {
-                *self
-                    .producer_id
-                    .get_or_try_init(|| self.client.init_producer_id())
-                    .await?
+                shared_id(&self.producer_id, &self.client).await?
             };
             let mut sequence = self.lock_sequence();
             sequence.producer_id = id;
